@@ -1,0 +1,1362 @@
+//! Plugin JSON -> validated, compiled [`Config`].
+//!
+//! Everything a request needs is prepared here once: rules compiled, local keys parsed,
+//! URIs split into the pieces a callout needs. Errors name the JSON path of the bad field.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::extract::TokenSource;
+use crate::jwks::KeySet;
+use crate::policy::{
+    default_role_claims, Action, Check, ClaimPath, HostMatch, IpBinding, Matcher, PathMatch,
+    Pattern, Requirement, Rule,
+};
+use crate::verify::Alg;
+
+/// A configuration problem, with the JSON path of the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+pub const DEFAULT_CLOCK_SKEW_S: u64 = 60;
+pub const MAX_SKEW_S: i64 = 3_600;
+pub const DEFAULT_CACHE_ENTRIES: usize = 1_024;
+pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_REFRESH_S: u64 = 300;
+pub const DEFAULT_REFRESH_MIN_S: u64 = 30;
+pub const DEFAULT_REFRESH_MAX_S: u64 = 3_600;
+pub const DEFAULT_UNKNOWN_KID_REFETCH_S: u64 = 10;
+pub const DEFAULT_MAX_STALE_S: u64 = 86_400;
+pub const DEFAULT_MAX_JWKS_BYTES: usize = 256 * 1024;
+pub const DEFAULT_REALM: &str = "jwt-guard";
+
+/// The header on requests let through by a dry-run rule that would have refused them.
+pub const DRY_RUN_HEADER: &str = "x-jwt-guard-dry-run";
+
+/// The compiled configuration a filter instance runs with.
+#[derive(Debug)]
+pub struct Config {
+    pub realm: String,
+    pub providers: Vec<Provider>,
+    pub rules: Vec<Rule>,
+    pub default_action: Action,
+    /// The default action only reports what it would refuse.
+    pub default_dry_run: bool,
+    /// Audit-log allowed requests too (denials are always logged).
+    pub audit_allowed: bool,
+    /// Every header the filter may set upstream: removed from every incoming request, so
+    /// a client can never supply its own identity.
+    pub managed_headers: Vec<String>,
+    /// Verified tokens each worker remembers (0: no cache).
+    pub cache_entries: usize,
+    pub crypto: CryptoBackend,
+    /// Some provider or rule binds callers to networks, so decisions need the client address.
+    pub uses_source_address: bool,
+}
+
+/// Who checks signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CryptoBackend {
+    /// The host's crypto where it has it (Envoy's BoringSSL), pure Rust otherwise.
+    #[default]
+    Auto,
+    /// Always pure Rust.
+    Rust,
+}
+
+/// A claim forwarded upstream as a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHeader {
+    pub claim: ClaimPath,
+    pub header: String,
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub issuer: String,
+    /// Empty: the audience is not checked.
+    pub audiences: Vec<String>,
+    pub keys: KeySource,
+    pub algorithms: Vec<Alg>,
+    pub clock_skew_s: u64,
+    pub token_sources: Vec<TokenSource>,
+    pub keep_token: bool,
+    /// Where roles are read from (default: Keycloak's realm and client roles).
+    pub role_claims: Vec<ClaimPath>,
+    pub claims_to_headers: Vec<ClaimHeader>,
+    /// Header carrying the verified payload (base64url JSON) upstream.
+    pub payload_header: Option<String>,
+    pub ip_bindings: Vec<IpBinding>,
+}
+
+#[derive(Debug)]
+pub enum KeySource {
+    Remote(RemoteJwks),
+    Local(Arc<KeySet>),
+}
+
+/// Where and how to fetch a JWKS, split into what `dispatch_http_call` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// With discovery, `uri` is the OpenID configuration document; the JWKS is at its
+    /// `jwks_uri`, fetched through `jwks_cluster`.
+    pub discovery: bool,
+    pub uri: String,
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub jwks_cluster: String,
+    pub timeout_ms: u64,
+    /// Refresh period when the response has no `Cache-Control: max-age`.
+    pub refresh_s: u64,
+    /// Bounds on a `max-age` the IdP sends.
+    pub refresh_min_s: u64,
+    pub refresh_max_s: u64,
+    /// Least time between two refetches caused by tokens with an unknown `kid`.
+    pub unknown_kid_refetch_s: u64,
+    /// How long the last good keys serve while the IdP cannot be reached.
+    pub max_stale_s: u64,
+    pub max_bytes: usize,
+}
+
+// ---- raw JSON shape -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    realm: Option<String>,
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    #[serde(default)]
+    default: Option<RawDefault>,
+    #[serde(default)]
+    mode: Option<RawMode>,
+    #[serde(default)]
+    audit_log: Option<RawAudit>,
+    #[serde(default)]
+    cache: Option<RawCache>,
+    #[serde(default)]
+    crypto: CryptoBackend,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    max_entries: usize,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum RawMode {
+    Enforce,
+    DryRun,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default)]
+    allowed: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    issuer: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    remote_jwks: Option<RawRemoteJwks>,
+    #[serde(default)]
+    discovery: Option<RawRemoteJwks>,
+    #[serde(default)]
+    local_jwks: Option<RawLocalJwks>,
+    #[serde(default)]
+    algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    clock_skew_s: Option<u64>,
+    #[serde(default)]
+    from_headers: Option<Vec<RawHeaderSource>>,
+    #[serde(default)]
+    from_params: Vec<String>,
+    #[serde(default)]
+    from_cookies: Vec<String>,
+    #[serde(default)]
+    keep_token: Option<bool>,
+    #[serde(default)]
+    role_claims: Option<Vec<String>>,
+    #[serde(default)]
+    claims_to_headers: Vec<RawClaimHeader>,
+    #[serde(default)]
+    payload_header: Option<String>,
+    #[serde(default)]
+    ip_bindings: Vec<RawIpBinding>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimHeader {
+    claim: String,
+    header: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIpBinding {
+    principals: Vec<String>,
+    cidrs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemoteJwks {
+    uri: String,
+    cluster: String,
+    /// Discovery only: the cluster that reaches the host of the discovered `jwks_uri`.
+    #[serde(default)]
+    jwks_cluster: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    refresh_s: Option<u64>,
+    #[serde(default)]
+    refresh_min_s: Option<u64>,
+    #[serde(default)]
+    refresh_max_s: Option<u64>,
+    #[serde(default)]
+    unknown_kid_refetch_s: Option<u64>,
+    #[serde(default)]
+    max_stale_s: Option<u64>,
+    #[serde(default)]
+    max_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocalJwks {
+    /// The JWKS, as a JSON string or as an object.
+    inline: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderSource {
+    name: String,
+    #[serde(default)]
+    value_prefix: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, rename = "match")]
+    matcher: RawMatch,
+    #[serde(default)]
+    allow: Option<String>,
+    #[serde(default)]
+    require: Option<RawRequire>,
+    #[serde(default)]
+    mode: Option<RawMode>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+    #[serde(default)]
+    path_template: Option<String>,
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    host: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequire {
+    #[serde(default)]
+    providers: Vec<String>,
+    #[serde(default)]
+    scopes: Option<RawNames>,
+    #[serde(default)]
+    roles: Option<RawNames>,
+    #[serde(default)]
+    principals: Vec<String>,
+    #[serde(default)]
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    all: Option<Vec<RawRequire>>,
+    #[serde(default)]
+    any: Option<Vec<RawRequire>>,
+    // Rule level only:
+    #[serde(default)]
+    audiences: Option<Vec<String>>,
+    #[serde(default)]
+    allow_missing: Option<bool>,
+    #[serde(default)]
+    ip_bindings: Vec<RawIpBinding>,
+}
+
+/// `["a", "b"]` (all of them), `{"all_of": [...]}` or `{"any_of": [...]}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawNames {
+    List(Vec<String>),
+    Spec(RawNameSpec),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNameSpec {
+    #[serde(default)]
+    all_of: Option<Vec<String>>,
+    #[serde(default)]
+    any_of: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawDefault {
+    Deny,
+    Allow,
+}
+
+// ---- compile --------------------------------------------------------------------------
+
+impl Config {
+    /// Parses and validates the plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            err(path, e.into_inner().to_string())
+        })?;
+        compile(raw)
+    }
+
+    pub fn provider_index(&self, name: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.name == name)
+    }
+}
+
+fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+    let realm = raw.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
+    if !is_quotable(&realm) {
+        return Err(err("realm", "must be printable ASCII without '\"' or '\\'"));
+    }
+    if raw.providers.is_empty() {
+        return Err(err("providers", "at least one provider is required"));
+    }
+    let mut providers = Vec::with_capacity(raw.providers.len());
+    for (i, rp) in raw.providers.into_iter().enumerate() {
+        let p = compile_provider(rp, &format!("providers[{i}]"))?;
+        if providers.iter().any(|q: &Provider| q.name == p.name) {
+            return Err(err(
+                format!("providers[{i}].name"),
+                format!("duplicate provider name {:?}", p.name),
+            ));
+        }
+        providers.push(p);
+    }
+    let global_dry_run = raw.mode == Some(RawMode::DryRun);
+    let cache_entries = raw.cache.map_or(DEFAULT_CACHE_ENTRIES, |c| c.max_entries);
+    if cache_entries > 1_000_000 {
+        return Err(err("cache.max_entries", "must be at most 1000000"));
+    }
+    let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    for (i, rr) in raw.rules.into_iter().enumerate() {
+        rules.push(compile_rule(rr, i, &names, global_dry_run)?);
+    }
+    let default_action = match raw.default {
+        None | Some(RawDefault::Deny) => Action::Deny,
+        Some(RawDefault::Allow) => Action::Anonymous,
+    };
+    let uses_source_address = providers.iter().any(|p| !p.ip_bindings.is_empty())
+        || rules
+            .iter()
+            .any(|r| matches!(&r.action, Action::Require(req) if !req.ip_bindings.is_empty()));
+    let mut managed_headers = vec![DRY_RUN_HEADER.to_string()];
+    for p in &providers {
+        let names = p.claims_to_headers.iter().map(|h| &h.header);
+        for h in names.chain(p.payload_header.as_ref()) {
+            if !managed_headers.contains(h) {
+                managed_headers.push(h.clone());
+            }
+        }
+    }
+    Ok(Config {
+        realm,
+        providers,
+        rules,
+        default_action,
+        default_dry_run: global_dry_run,
+        audit_allowed: raw.audit_log.is_some_and(|a| a.allowed),
+        managed_headers,
+        cache_entries,
+        crypto: raw.crypto,
+        uses_source_address,
+    })
+}
+
+fn compile_provider(rp: RawProvider, at: &str) -> Result<Provider, ConfigError> {
+    if rp.name.trim().is_empty() {
+        return Err(err(format!("{at}.name"), "must not be empty"));
+    }
+    if rp.issuer.trim().is_empty() {
+        return Err(err(format!("{at}.issuer"), "must not be empty"));
+    }
+    for (j, a) in rp.audiences.iter().enumerate() {
+        if a.is_empty() {
+            return Err(err(format!("{at}.audiences[{j}]"), "must not be empty"));
+        }
+    }
+    let keys = match (rp.remote_jwks, rp.discovery, rp.local_jwks) {
+        (Some(r), None, None) => {
+            KeySource::Remote(compile_remote(r, false, &format!("{at}.remote_jwks"))?)
+        }
+        (None, Some(d), None) => {
+            KeySource::Remote(compile_remote(d, true, &format!("{at}.discovery"))?)
+        }
+        (None, None, Some(l)) => {
+            KeySource::Local(Arc::new(compile_local(l, &format!("{at}.local_jwks"))?))
+        }
+        (None, None, None) => {
+            return Err(err(
+                at,
+                "one of remote_jwks, discovery or local_jwks is required",
+            ))
+        }
+        _ => {
+            return Err(err(
+                at,
+                "give only one of remote_jwks, discovery and local_jwks, not both",
+            ))
+        }
+    };
+    let algorithms = match rp.algorithms {
+        None => vec![Alg::Es256, Alg::Rs256],
+        Some(names) => {
+            if names.is_empty() {
+                return Err(err(format!("{at}.algorithms"), "must not be empty"));
+            }
+            let mut algs = Vec::with_capacity(names.len());
+            for (j, n) in names.iter().enumerate() {
+                algs.push(
+                    Alg::from_config_name(n)
+                        .map_err(|m| err(format!("{at}.algorithms[{j}]"), m))?,
+                );
+            }
+            algs
+        }
+    };
+    let clock_skew_s = rp.clock_skew_s.unwrap_or(DEFAULT_CLOCK_SKEW_S);
+    if clock_skew_s > MAX_SKEW_S.unsigned_abs() {
+        return Err(err(format!("{at}.clock_skew_s"), "must be at most 3600"));
+    }
+    let token_sources = compile_sources(rp.from_headers, rp.from_params, rp.from_cookies, at)?;
+    let role_claims = match rp.role_claims {
+        None => default_role_claims(),
+        Some(paths) => paths
+            .iter()
+            .enumerate()
+            .map(|(j, p)| ClaimPath::parse(p).map_err(|m| err(format!("{at}.role_claims[{j}]"), m)))
+            .collect::<Result<_, _>>()?,
+    };
+    let mut claims_to_headers = Vec::with_capacity(rp.claims_to_headers.len());
+    for (j, ch) in rp.claims_to_headers.iter().enumerate() {
+        let here = format!("{at}.claims_to_headers[{j}]");
+        claims_to_headers.push(ClaimHeader {
+            claim: ClaimPath::parse(&ch.claim).map_err(|m| err(format!("{here}.claim"), m))?,
+            header: upstream_header(&ch.header, &format!("{here}.header"))?,
+        });
+    }
+    let payload_header = match rp.payload_header {
+        None => None,
+        Some(h) => Some(upstream_header(&h, &format!("{at}.payload_header"))?),
+    };
+    let ip_bindings = compile_bindings(&rp.ip_bindings, &format!("{at}.ip_bindings"))?;
+    Ok(Provider {
+        name: rp.name,
+        issuer: rp.issuer,
+        audiences: rp.audiences,
+        keys,
+        algorithms,
+        clock_skew_s,
+        token_sources,
+        keep_token: rp.keep_token.unwrap_or(true),
+        role_claims,
+        claims_to_headers,
+        payload_header,
+        ip_bindings,
+    })
+}
+
+fn compile_remote(r: RawRemoteJwks, discovery: bool, at: &str) -> Result<RemoteJwks, ConfigError> {
+    if r.cluster.trim().is_empty() {
+        return Err(err(format!("{at}.cluster"), "must name an Envoy cluster"));
+    }
+    let (authority, path) = split_http_uri(&r.uri).map_err(|m| err(format!("{at}.uri"), m))?;
+    let jwks_cluster = match (r.jwks_cluster, discovery) {
+        (None, _) => r.cluster.clone(),
+        (Some(c), true) if !c.trim().is_empty() => c,
+        (Some(_), true) => {
+            return Err(err(
+                format!("{at}.jwks_cluster"),
+                "must name an Envoy cluster",
+            ))
+        }
+        (Some(_), false) => {
+            return Err(err(
+                format!("{at}.jwks_cluster"),
+                "only for discovery: remote_jwks fetches through its cluster",
+            ))
+        }
+    };
+    let ranged = |v: Option<u64>, default: u64, field: &str, lo: u64, hi: u64| {
+        let v = v.unwrap_or(default);
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(err(
+                format!("{at}.{field}"),
+                format!("must be between {lo} and {hi}"),
+            ))
+        }
+    };
+    const WEEK: u64 = 7 * 86_400;
+    let timeout_ms = ranged(r.timeout_ms, DEFAULT_TIMEOUT_MS, "timeout_ms", 1, 60_000)?;
+    let refresh_s = ranged(r.refresh_s, DEFAULT_REFRESH_S, "refresh_s", 1, WEEK)?;
+    let refresh_min_s = ranged(
+        r.refresh_min_s,
+        DEFAULT_REFRESH_MIN_S.min(refresh_s),
+        "refresh_min_s",
+        1,
+        WEEK,
+    )?;
+    let refresh_max_s = ranged(
+        r.refresh_max_s,
+        DEFAULT_REFRESH_MAX_S.max(refresh_s),
+        "refresh_max_s",
+        refresh_min_s,
+        WEEK,
+    )?;
+    let unknown_kid_refetch_s = ranged(
+        r.unknown_kid_refetch_s,
+        DEFAULT_UNKNOWN_KID_REFETCH_S,
+        "unknown_kid_refetch_s",
+        1,
+        86_400,
+    )?;
+    let max_stale_s = ranged(
+        r.max_stale_s,
+        DEFAULT_MAX_STALE_S,
+        "max_stale_s",
+        1,
+        30 * 86_400,
+    )?;
+    let max_bytes = r.max_bytes.unwrap_or(DEFAULT_MAX_JWKS_BYTES);
+    if !(64..=16 * 1024 * 1024).contains(&max_bytes) {
+        return Err(err(
+            format!("{at}.max_bytes"),
+            "must be between 64 and 16777216",
+        ));
+    }
+    Ok(RemoteJwks {
+        discovery,
+        uri: r.uri,
+        cluster: r.cluster,
+        authority,
+        path,
+        jwks_cluster,
+        timeout_ms,
+        refresh_s,
+        refresh_min_s,
+        refresh_max_s,
+        unknown_kid_refetch_s,
+        max_stale_s,
+        max_bytes,
+    })
+}
+
+fn compile_local(l: RawLocalJwks, at: &str) -> Result<KeySet, ConfigError> {
+    let text = match l.inline {
+        serde_json::Value::String(s) => s,
+        v @ serde_json::Value::Object(_) => v.to_string(),
+        _ => {
+            return Err(err(
+                format!("{at}.inline"),
+                "must be a JWKS object or a JSON string",
+            ))
+        }
+    };
+    KeySet::from_json(text.as_bytes()).map_err(|e| err(format!("{at}.inline"), e.to_string()))
+}
+
+fn compile_sources(
+    headers: Option<Vec<RawHeaderSource>>,
+    params: Vec<String>,
+    cookies: Vec<String>,
+    at: &str,
+) -> Result<Vec<TokenSource>, ConfigError> {
+    let mut sources = Vec::new();
+    let headers = headers.unwrap_or_else(|| {
+        vec![RawHeaderSource {
+            name: "authorization".into(),
+            value_prefix: "Bearer ".into(),
+        }]
+    });
+    for (j, h) in headers.into_iter().enumerate() {
+        if !is_token_name(&h.name) {
+            return Err(err(
+                format!("{at}.from_headers[{j}].name"),
+                "must be a header name",
+            ));
+        }
+        sources.push(TokenSource::Header {
+            name: h.name.to_ascii_lowercase(),
+            prefix: h.value_prefix,
+        });
+    }
+    for (j, p) in params.into_iter().enumerate() {
+        if p.is_empty() || p.contains(['&', '=', '?', '#']) {
+            return Err(err(
+                format!("{at}.from_params[{j}]"),
+                "must be a query parameter name",
+            ));
+        }
+        sources.push(TokenSource::Query(p));
+    }
+    for (j, c) in cookies.into_iter().enumerate() {
+        if !is_token_name(&c) {
+            return Err(err(
+                format!("{at}.from_cookies[{j}]"),
+                "must be a cookie name",
+            ));
+        }
+        sources.push(TokenSource::Cookie(c));
+    }
+    if sources.is_empty() {
+        return Err(err(
+            at,
+            "no token source: from_headers, from_params and from_cookies are all empty",
+        ));
+    }
+    Ok(sources)
+}
+
+fn compile_rule(
+    rr: RawRule,
+    index: usize,
+    providers: &[&str],
+    global_dry_run: bool,
+) -> Result<Rule, ConfigError> {
+    let at = format!("rules[{index}]");
+    let m = rr.matcher;
+    let path = match (m.path, m.path_prefix, m.path_template) {
+        (None, None, None) => PathMatch::Any,
+        (Some(p), None, None) => {
+            check_path(&p, &format!("{at}.match.path"))?;
+            PathMatch::Exact(p)
+        }
+        (None, Some(p), None) => {
+            check_path(&p, &format!("{at}.match.path_prefix"))?;
+            PathMatch::prefix(p)
+        }
+        (None, None, Some(t)) => {
+            let here = format!("{at}.match.path_template");
+            check_path(&t, &here)?;
+            PathMatch::template(&t).map_err(|m| err(here, m))?
+        }
+        _ => {
+            return Err(err(
+                format!("{at}.match"),
+                "give one of path, path_prefix and path_template",
+            ))
+        }
+    };
+    let mut methods = Vec::with_capacity(m.methods.len());
+    for (j, meth) in m.methods.iter().enumerate() {
+        if !is_token_name(meth) {
+            return Err(err(
+                format!("{at}.match.methods[{j}]"),
+                "must be an HTTP method",
+            ));
+        }
+        methods.push(meth.to_ascii_uppercase());
+    }
+    let host = match m.host {
+        None => None,
+        Some(h) => Some(HostMatch::parse(&h).map_err(|e| err(format!("{at}.match.host"), e))?),
+    };
+    let action = match (rr.allow, rr.require) {
+        (Some(a), None) if a == "anonymous" => Action::Anonymous,
+        (Some(_), None) => {
+            return Err(err(
+                format!("{at}.allow"),
+                "the only value is \"anonymous\"",
+            ))
+        }
+        (None, Some(req)) => Action::Require(compile_requirement(
+            req,
+            &format!("{at}.require"),
+            providers,
+        )?),
+        (Some(_), Some(_)) => return Err(err(at, "give allow or require, not both")),
+        (None, None) => return Err(err(at, "one of allow or require is required")),
+    };
+    let name = match rr.name {
+        Some(n) if is_token_name(&n) => n,
+        Some(_) => {
+            return Err(err(
+                format!("{at}.name"),
+                "letters, digits and -._~ only (it names stats)",
+            ))
+        }
+        None => format!("rule-{index}"),
+    };
+    let dry_run = match rr.mode {
+        Some(mode) => mode == RawMode::DryRun,
+        None => global_dry_run,
+    };
+    Ok(Rule {
+        name,
+        matcher: Matcher {
+            path,
+            methods,
+            host,
+        },
+        action,
+        dry_run,
+    })
+}
+
+/// A rule's `require`: the tree, plus what only the rule level may say.
+fn compile_requirement(
+    req: RawRequire,
+    at: &str,
+    providers: &[&str],
+) -> Result<Requirement, ConfigError> {
+    let audiences = match &req.audiences {
+        Some(list) if list.is_empty() || list.iter().any(String::is_empty) => {
+            return Err(err(format!("{at}.audiences"), "must be non-empty strings"))
+        }
+        other => other.clone(),
+    };
+    let allow_missing = req.allow_missing.unwrap_or(false);
+    let ip_bindings = compile_bindings(&req.ip_bindings, &format!("{at}.ip_bindings"))?;
+    let mut named = Vec::new();
+    let check = compile_check(req, at, providers, &mut named, true)?;
+    named.sort_unstable();
+    named.dedup();
+    if named.is_empty() {
+        named = (0..providers.len()).collect();
+    }
+    Ok(Requirement {
+        providers: named,
+        audiences,
+        allow_missing,
+        ip_bindings,
+        check,
+    })
+}
+
+/// One node of the requirement tree: all its leaves and sub-lists must hold.
+fn compile_check(
+    req: RawRequire,
+    at: &str,
+    providers: &[&str],
+    named: &mut Vec<usize>,
+    top: bool,
+) -> Result<Check, ConfigError> {
+    if !top {
+        let rule_level = [
+            ("audiences", req.audiences.is_some()),
+            ("allow_missing", req.allow_missing.is_some()),
+            ("ip_bindings", !req.ip_bindings.is_empty()),
+        ];
+        if let Some((field, _)) = rule_level.iter().find(|(_, set)| *set) {
+            return Err(err(
+                format!("{at}.{field}"),
+                "only allowed at the top of a rule's require",
+            ));
+        }
+    }
+    let mut checks = Vec::new();
+    if !req.providers.is_empty() {
+        let mut indices = Vec::with_capacity(req.providers.len());
+        for (j, name) in req.providers.iter().enumerate() {
+            let idx = providers.iter().position(|p| p == name).ok_or_else(|| {
+                err(
+                    format!("{at}.providers[{j}]"),
+                    format!("unknown provider {name:?}"),
+                )
+            })?;
+            indices.push(idx);
+        }
+        named.extend(&indices);
+        checks.push(Check::Providers(indices));
+    }
+    if let Some(scopes) = req.scopes {
+        let (names, any) = compile_names(scopes, &format!("{at}.scopes"))?;
+        checks.push(Check::Scopes { names, any });
+    }
+    if let Some(roles) = req.roles {
+        let (names, any) = compile_names(roles, &format!("{at}.roles"))?;
+        checks.push(Check::Roles { names, any });
+    }
+    if !req.principals.is_empty() {
+        checks.push(Check::Principals(compile_patterns(
+            &req.principals,
+            &format!("{at}.principals"),
+        )?));
+    }
+    for (path, values) in req.claims.unwrap_or_default() {
+        let here = format!("{at}.claims.{path}");
+        let path = ClaimPath::parse(&path).map_err(|m| err(&here, m))?;
+        let values = match values {
+            serde_json::Value::Array(list) if !list.is_empty() => list,
+            serde_json::Value::Array(_) => return Err(err(here, "must list at least one value")),
+            v => vec![v],
+        };
+        checks.push(Check::Claim { path, values });
+    }
+    for (key, list) in [("all", req.all), ("any", req.any)] {
+        let Some(list) = list else { continue };
+        if list.is_empty() {
+            return Err(err(format!("{at}.{key}"), "must not be empty"));
+        }
+        let mut children = Vec::with_capacity(list.len());
+        for (j, child) in list.into_iter().enumerate() {
+            children.push(compile_check(
+                child,
+                &format!("{at}.{key}[{j}]"),
+                providers,
+                named,
+                false,
+            )?);
+        }
+        checks.push(if key == "all" {
+            Check::All(children)
+        } else {
+            Check::Any(children)
+        });
+    }
+    Ok(match checks.len() {
+        1 => checks.remove(0),
+        _ => Check::All(checks),
+    })
+}
+
+fn compile_names(raw: RawNames, at: &str) -> Result<(Vec<String>, bool), ConfigError> {
+    let (names, any, at) = match raw {
+        RawNames::List(l) => (l, false, at.to_string()),
+        RawNames::Spec(RawNameSpec {
+            all_of: Some(l),
+            any_of: None,
+        }) => (l, false, format!("{at}.all_of")),
+        RawNames::Spec(RawNameSpec {
+            all_of: None,
+            any_of: Some(l),
+        }) => (l, true, format!("{at}.any_of")),
+        RawNames::Spec(_) => {
+            return Err(err(
+                at,
+                "give a list, {\"all_of\": [...]} or {\"any_of\": [...]}",
+            ))
+        }
+    };
+    if names.is_empty() {
+        return Err(err(at, "must not be empty"));
+    }
+    for (j, s) in names.iter().enumerate() {
+        if s.is_empty() || !is_quotable(s) || s.contains(' ') {
+            return Err(err(
+                format!("{at}[{j}]"),
+                "must be a non-empty name without spaces or quotes",
+            ));
+        }
+    }
+    Ok((names, any))
+}
+
+fn compile_patterns(list: &[String], at: &str) -> Result<Vec<Pattern>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(j, p)| Pattern::parse(p).map_err(|m| err(format!("{at}[{j}]"), m)))
+        .collect()
+}
+
+fn compile_bindings(list: &[RawIpBinding], at: &str) -> Result<Vec<IpBinding>, ConfigError> {
+    let mut out = Vec::with_capacity(list.len());
+    for (j, b) in list.iter().enumerate() {
+        let here = format!("{at}[{j}]");
+        if b.principals.is_empty() {
+            return Err(err(format!("{here}.principals"), "must not be empty"));
+        }
+        if b.cidrs.is_empty() {
+            return Err(err(format!("{here}.cidrs"), "must not be empty"));
+        }
+        let mut cidrs = Vec::with_capacity(b.cidrs.len());
+        for (k, c) in b.cidrs.iter().enumerate() {
+            let net = c
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    err(
+                        format!("{here}.cidrs[{k}]"),
+                        "must be an IP address or CIDR like 10.0.1.0/24",
+                    )
+                })?;
+            cidrs.push(net.trunc());
+        }
+        out.push(IpBinding {
+            principals: compile_patterns(&b.principals, &format!("{here}.principals"))?,
+            cidrs,
+        });
+    }
+    Ok(out)
+}
+
+/// A header the filter sets upstream: a plain lower-case name that is not one Envoy or
+/// the request's meaning depends on.
+fn upstream_header(name: &str, at: &str) -> Result<String, ConfigError> {
+    const RESERVED: [&str; 9] = [
+        "host",
+        "authorization",
+        "cookie",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+    ];
+    let lower = name.to_ascii_lowercase();
+    if !is_token_name(&lower) || RESERVED.contains(&lower.as_str()) || lower.starts_with("x-envoy-")
+    {
+        return Err(err(at, format!("{name:?} cannot be set by the filter")));
+    }
+    if lower == DRY_RUN_HEADER {
+        return Err(err(
+            at,
+            format!("{DRY_RUN_HEADER} is the filter's own dry-run header"),
+        ));
+    }
+    Ok(lower)
+}
+
+fn check_path(p: &str, at: &str) -> Result<(), ConfigError> {
+    if !p.starts_with('/') {
+        return Err(err(at, "must start with '/'"));
+    }
+    if p.contains(['?', '#']) {
+        return Err(err(at, "must not contain a query or fragment"));
+    }
+    Ok(())
+}
+
+/// RFC 7230 token characters: header names, methods, cookie names.
+fn is_token_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Can appear inside a quoted-string of a WWW-Authenticate parameter (RFC 6750 §3).
+pub fn is_quotable(s: &str) -> bool {
+    s.bytes()
+        .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// `http(s)://authority/path?query` -> (authority, path-and-query).
+pub fn split_http_uri(uri: &str) -> Result<(String, String), String> {
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains(['@', ' ']) {
+        return Err("must have a host".into());
+    }
+    let path = path.split('#').next().unwrap_or("/");
+    Ok((authority.to_string(), path.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "providers": [{
+                "name": "corp",
+                "issuer": "https://auth.example.com",
+                "audiences": ["https://api.example.com"],
+                "remote_jwks": {"uri": "https://auth.example.com/.well-known/jwks.json", "cluster": "auth"}
+            }],
+            "rules": [
+                {"match": {"path_prefix": "/health"}, "allow": "anonymous"},
+                {"match": {"methods": ["get"], "path_prefix": "/workflows"},
+                 "require": {"providers": ["corp"], "scopes": ["workflow:read"]}}
+            ]
+        })
+    }
+
+    fn load(v: serde_json::Value) -> Result<Config, ConfigError> {
+        Config::from_json(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn design_example_compiles_with_defaults() {
+        let c = load(base()).unwrap();
+        assert_eq!(c.realm, "jwt-guard");
+        let p = &c.providers[0];
+        assert_eq!(p.algorithms, vec![Alg::Es256, Alg::Rs256]);
+        assert_eq!(p.clock_skew_s, 60);
+        assert!(p.keep_token);
+        match &p.keys {
+            KeySource::Remote(r) => {
+                assert_eq!(r.authority, "auth.example.com");
+                assert_eq!(r.path, "/.well-known/jwks.json");
+                assert_eq!(r.timeout_ms, DEFAULT_TIMEOUT_MS);
+                assert_eq!(r.refresh_s, DEFAULT_REFRESH_S);
+            }
+            KeySource::Local(_) => panic!("expected remote"),
+        }
+        assert_eq!(c.rules[1].matcher.methods, vec!["GET"]);
+        assert!(matches!(c.default_action, Action::Deny));
+    }
+
+    #[test]
+    fn unknown_field_names_its_path() {
+        let mut v = base();
+        v["providers"][0]["remote_jwks"]["clutser"] = "x".into();
+        let e = load(v).unwrap_err();
+        assert!(e.to_string().starts_with("providers[0].remote_jwks"), "{e}");
+        assert!(e.to_string().contains("clutser"), "{e}");
+    }
+
+    #[test]
+    fn missing_issuer_names_the_provider() {
+        let mut v = base();
+        v["providers"][0].as_object_mut().unwrap().remove("issuer");
+        let e = load(v).unwrap_err();
+        assert_eq!(e.path, "providers[0]");
+        assert!(e.message.contains("issuer"), "{e}");
+    }
+
+    #[test]
+    fn rule_naming_unknown_provider_is_refused() {
+        let mut v = base();
+        v["rules"][1]["require"]["providers"][0] = "nope".into();
+        let e = load(v).unwrap_err();
+        assert_eq!(e.path, "rules[1].require.providers[0]");
+    }
+
+    #[test]
+    fn symmetric_and_none_algorithms_are_refused() {
+        for alg in ["HS256", "none", "ES999"] {
+            let mut v = base();
+            v["providers"][0]["algorithms"] = serde_json::json!(["ES256", alg]);
+            let e = load(v).unwrap_err();
+            assert_eq!(e.path, "providers[0].algorithms[1]", "{alg}");
+        }
+    }
+
+    #[test]
+    fn both_or_neither_key_source_is_refused() {
+        let mut v = base();
+        v["providers"][0]["local_jwks"] = serde_json::json!({"inline": JWKS});
+        assert!(load(v).unwrap_err().message.contains("not both"));
+        let mut v = base();
+        v["providers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("remote_jwks");
+        assert!(load(v).unwrap_err().message.contains("required"));
+    }
+
+    #[test]
+    fn discovery_with_a_separate_jwks_cluster() {
+        let mut v = base();
+        v["providers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("remote_jwks");
+        v["providers"][0]["discovery"] = serde_json::json!({
+            "uri": "https://auth.example.com/.well-known/openid-configuration",
+            "cluster": "auth", "jwks_cluster": "auth_keys"});
+        let c = load(v).unwrap();
+        match &c.providers[0].keys {
+            KeySource::Remote(r) => {
+                assert!(r.discovery);
+                assert_eq!(r.cluster, "auth");
+                assert_eq!(r.jwks_cluster, "auth_keys");
+            }
+            KeySource::Local(_) => panic!("expected remote"),
+        }
+        let mut v = base();
+        v["providers"][0]["remote_jwks"]["jwks_cluster"] = "x".into();
+        assert_eq!(
+            load(v).unwrap_err().path,
+            "providers[0].remote_jwks.jwks_cluster"
+        );
+        let mut v = base();
+        v["providers"][0]["discovery"] = serde_json::json!({"uri": "https://a/", "cluster": "a"});
+        assert!(load(v).unwrap_err().message.contains("not both"));
+    }
+
+    #[test]
+    fn refresh_bounds_and_limits_are_checked() {
+        let mut v = base();
+        v["providers"][0]["remote_jwks"]["refresh_min_s"] = 600.into();
+        v["providers"][0]["remote_jwks"]["refresh_max_s"] = 60.into();
+        assert_eq!(
+            load(v).unwrap_err().path,
+            "providers[0].remote_jwks.refresh_max_s"
+        );
+        let mut v = base();
+        v["providers"][0]["remote_jwks"]["max_bytes"] = 10.into();
+        assert_eq!(
+            load(v).unwrap_err().path,
+            "providers[0].remote_jwks.max_bytes"
+        );
+        let mut v = base();
+        v["providers"][0]["remote_jwks"]["max_stale_s"] = 0.into();
+        assert_eq!(
+            load(v).unwrap_err().path,
+            "providers[0].remote_jwks.max_stale_s"
+        );
+        let c = load(base()).unwrap();
+        match &c.providers[0].keys {
+            KeySource::Remote(r) => {
+                assert_eq!((r.refresh_min_s, r.refresh_max_s), (30, 3_600));
+                assert_eq!(r.unknown_kid_refetch_s, 10);
+                assert_eq!(r.max_stale_s, 86_400);
+                assert_eq!(r.max_bytes, 256 * 1024);
+            }
+            KeySource::Local(_) => panic!("expected remote"),
+        }
+    }
+
+    #[test]
+    fn requirement_trees_compile_and_name_bad_fields() {
+        let mut v = base();
+        v["rules"][1]["require"] = serde_json::json!({
+            "any": [{"roles": {"any_of": ["admin", "my-api:reader"]}},
+                    {"principals": ["*@proj.iam.gserviceaccount.com"], "claims": {"email_verified": true}}],
+            "audiences": ["https://svc.a.run.app"], "allow_missing": true,
+            "ip_bindings": [{"principals": ["val_svc_*"], "cidrs": ["10.0.1.0/24", "10.0.2.7"]}]});
+        v["rules"][1]["name"] = "workflows-read".into();
+        v["rules"][1]["mode"] = "dry_run".into();
+        let c = load(v).unwrap();
+        let r = &c.rules[1];
+        assert_eq!(r.name, "workflows-read");
+        assert!(r.dry_run);
+        assert!(!c.rules[0].dry_run);
+        match &r.action {
+            Action::Require(req) => {
+                assert!(req.allow_missing);
+                assert_eq!(
+                    req.audiences.as_deref(),
+                    Some(&["https://svc.a.run.app".to_string()][..])
+                );
+                assert_eq!(req.ip_bindings[0].cidrs.len(), 2);
+                assert!(matches!(&req.check, Check::Any(list) if list.len() == 2));
+            }
+            _ => panic!("expected require"),
+        }
+        let bad = [
+            (serde_json::json!({"any": []}), "rules[1].require.any"),
+            (
+                serde_json::json!({"all": [{"audiences": ["x"]}]}),
+                "rules[1].require.all[0].audiences",
+            ),
+            (
+                serde_json::json!({"roles": {"one_of": ["x"]}}),
+                "rules[1].require.roles",
+            ),
+            (serde_json::json!({"scopes": []}), "rules[1].require.scopes"),
+            (
+                serde_json::json!({"principals": ["a*b"]}),
+                "rules[1].require.principals[0]",
+            ),
+            (
+                serde_json::json!({"claims": {"a..b": [1]}}),
+                "rules[1].require.claims.a..b",
+            ),
+            (
+                serde_json::json!({"ip_bindings": [{"principals": ["x"], "cidrs": ["10.0.0.0/33"]}]}),
+                "rules[1].require.ip_bindings[0].cidrs[0]",
+            ),
+            (
+                serde_json::json!({"any": [{"providers": ["nope"]}]}),
+                "rules[1].require.any[0].providers[0]",
+            ),
+        ];
+        for (require, path) in bad {
+            let mut v = base();
+            v["rules"][1]["require"] = require;
+            assert_eq!(load(v).unwrap_err().path, path);
+        }
+    }
+
+    #[test]
+    fn templates_and_identity_headers() {
+        let mut v = base();
+        v["rules"][1]["match"] = serde_json::json!({"path_template": "/workflows/{id}/steps"});
+        v["providers"][0]["claims_to_headers"] = serde_json::json!([
+            {"claim": "sub", "header": "X-JWT-Sub"}, {"claim": "realm_access.roles", "header": "x-jwt-roles"}]);
+        v["providers"][0]["payload_header"] = "x-jwt-payload".into();
+        let c = load(v).unwrap();
+        assert_eq!(
+            c.managed_headers,
+            vec![
+                "x-jwt-guard-dry-run",
+                "x-jwt-sub",
+                "x-jwt-roles",
+                "x-jwt-payload"
+            ]
+        );
+        for (field, value) in [
+            ("payload_header", serde_json::json!("authorization")),
+            ("payload_header", serde_json::json!("x-jwt-guard-dry-run")),
+            (
+                "claims_to_headers",
+                serde_json::json!([{"claim": "sub", "header": "bad header"}]),
+            ),
+        ] {
+            let mut v = base();
+            v["providers"][0][field] = value;
+            assert!(load(v)
+                .unwrap_err()
+                .path
+                .starts_with(&format!("providers[0].{field}")));
+        }
+        let mut v = base();
+        v["rules"][0]["match"] = serde_json::json!({"path": "/a", "path_template": "/b"});
+        assert_eq!(load(v).unwrap_err().path, "rules[0].match");
+        let mut v = base();
+        v["rules"][0]["match"] = serde_json::json!({"path_template": "/a/**/b"});
+        assert_eq!(load(v).unwrap_err().path, "rules[0].match.path_template");
+    }
+
+    #[test]
+    fn local_jwks_is_parsed_at_load() {
+        let mut v = base();
+        v["providers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("remote_jwks");
+        v["providers"][0]["local_jwks"] = serde_json::json!({"inline": JWKS});
+        let c = load(v).unwrap();
+        assert!(matches!(&c.providers[0].keys, KeySource::Local(k) if k.len() == 1));
+
+        let mut v = base();
+        v["providers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("remote_jwks");
+        v["providers"][0]["local_jwks"] = serde_json::json!({"inline": "{not json"});
+        assert_eq!(load(v).unwrap_err().path, "providers[0].local_jwks.inline");
+    }
+
+    #[test]
+    fn bad_uri_path_and_timeout_are_refused() {
+        let mut v = base();
+        v["providers"][0]["remote_jwks"]["uri"] = "ftp://x/jwks".into();
+        assert_eq!(load(v).unwrap_err().path, "providers[0].remote_jwks.uri");
+        let mut v = base();
+        v["providers"][0]["remote_jwks"]["timeout_ms"] = 0.into();
+        assert_eq!(
+            load(v).unwrap_err().path,
+            "providers[0].remote_jwks.timeout_ms"
+        );
+        let mut v = base();
+        v["rules"][0]["match"]["path_prefix"] = "health".into();
+        assert_eq!(load(v).unwrap_err().path, "rules[0].match.path_prefix");
+    }
+
+    #[test]
+    fn wrong_type_names_its_path() {
+        let mut v = base();
+        v["providers"][0]["clock_skew_s"] = "sixty".into();
+        assert_eq!(load(v).unwrap_err().path, "providers[0].clock_skew_s");
+        assert!(Config::from_json(b"not json").is_err());
+        assert!(Config::from_json(b"").is_err());
+    }
+
+    #[test]
+    fn duplicate_provider_names_are_refused() {
+        let mut v = base();
+        let p = v["providers"][0].clone();
+        v["providers"].as_array_mut().unwrap().push(p);
+        assert_eq!(load(v).unwrap_err().path, "providers[1].name");
+    }
+
+    #[test]
+    fn rule_needs_exactly_one_action() {
+        let mut v = base();
+        v["rules"][0]["allow"] = "everyone".into();
+        assert_eq!(load(v).unwrap_err().path, "rules[0].allow");
+        let mut v = base();
+        v["rules"][0].as_object_mut().unwrap().remove("allow");
+        assert_eq!(load(v).unwrap_err().path, "rules[0]");
+    }
+
+    #[test]
+    fn default_allow_and_empty_require_providers() {
+        let mut v = base();
+        v["default"] = "allow".into();
+        v["rules"][1]["require"]
+            .as_object_mut()
+            .unwrap()
+            .remove("providers");
+        let c = load(v).unwrap();
+        assert!(matches!(c.default_action, Action::Anonymous));
+        match &c.rules[1].action {
+            Action::Require(r) => assert_eq!(r.providers, vec![0]),
+            _ => panic!("expected require"),
+        }
+    }
+}

@@ -1,0 +1,793 @@
+//! The per-request decision: request + keys + time -> [`Outcome`]. Pure, so the whole
+//! path from headers to reply is tested natively; the host layer only carries it out.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::cache::VerifiedCache;
+use crate::config::{Config, MAX_SKEW_S};
+use crate::deny::{Denial, DenyCode};
+use crate::extract::{find_token, TokenSource};
+use crate::jwks::KeySet;
+use crate::policy::{find_rule, source_allowed, Action, Requirement, Subject, Unmet};
+use crate::verify::{self, Crypto, Verified, VerifyError};
+
+/// What the filter sees of a request.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub authority: &'a str,
+    /// `:path`, query included.
+    pub path: &'a str,
+    /// A request header by lower-case name.
+    pub header: &'a dyn Fn(&str) -> Option<String>,
+    /// The client's address, for source-IP bindings.
+    pub source: Option<IpAddr>,
+}
+
+/// A provider's keys as this worker sees them right now.
+pub enum Keys {
+    Ready(Arc<KeySet>),
+    /// Not here yet, but a fetch is under way or due.
+    Pending,
+    /// Not here, and the last fetch failed.
+    Unavailable,
+    /// The last good keys are older than the provider's `max_stale_s`.
+    Stale,
+}
+
+/// What to do about a token whose `kid` the provider's keys lack.
+pub enum Refetch {
+    /// A refetch is (or will be) under way: wait for it.
+    Wait,
+    /// Newer keys were already here: verify again with them.
+    Retry(Arc<KeySet>),
+    /// Refetches are rate-limited (or this request already waited for one): refuse.
+    Refused,
+}
+
+/// Where `evaluate` gets keys from.
+pub trait KeyStore {
+    fn keys(&mut self, provider: usize) -> Keys;
+    fn refetch_for_unknown_kid(&mut self, provider: usize) -> Refetch;
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Allow(Allowed),
+    Deny(Denied),
+    /// Hold the request until the provider's keys arrive, then decide again.
+    WaitForKeys {
+        provider: usize,
+    },
+}
+
+#[derive(Debug)]
+pub struct Allowed {
+    /// Index of the rule that matched; `None` when the default allowed it.
+    pub rule: Option<usize>,
+    /// Set when a token was verified.
+    pub identity: Option<Identity>,
+    /// In dry-run mode: the refusal that was not carried out.
+    pub dry_run_denial: Option<Denial>,
+}
+
+#[derive(Debug)]
+pub struct Denied {
+    pub rule: Option<usize>,
+    pub denial: Denial,
+    /// Set when the token was valid but did not meet the rule.
+    pub identity: Option<Identity>,
+}
+
+#[derive(Debug)]
+pub struct Identity {
+    pub provider: usize,
+    pub token: Arc<Verified>,
+    /// Where the token was, to strip it when the provider does not keep it.
+    pub source: TokenSource,
+    /// The token's payload segment (base64url JSON), kept only when the provider has a
+    /// `payload_header` to forward it in.
+    pub payload: Option<String>,
+}
+
+/// Why `authenticate` did not let a request through.
+enum Stop {
+    /// The identity, when the token was valid (boxed: it is large and this path is rare).
+    Deny(Denial, Option<Box<Identity>>),
+    Wait {
+        provider: usize,
+    },
+}
+
+impl Stop {
+    fn deny(code: DenyCode) -> Stop {
+        Stop::Deny(Denial::new(code), None)
+    }
+}
+
+/// What a decision needs beside the config and the request: this worker's keys and
+/// verified-token cache, the signature backend, and the time (Unix seconds).
+pub struct Runtime<'a> {
+    pub keys: &'a mut dyn KeyStore,
+    pub cache: &'a mut VerifiedCache,
+    pub crypto: &'a dyn Crypto,
+    pub now: i64,
+}
+
+/// Decides what to do with `req`.
+pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcome {
+    let rule = find_rule(&cfg.rules, req.method, req.authority, req.path);
+    let (action, dry_run) = match rule.and_then(|i| cfg.rules.get(i)) {
+        Some(r) => (&r.action, r.dry_run),
+        None => (&cfg.default_action, cfg.default_dry_run),
+    };
+    let result = match action {
+        Action::Anonymous => Ok(None),
+        Action::Deny => Err(Stop::deny(DenyCode::RouteDenied)),
+        Action::Require(requirement) => authenticate(cfg, requirement, req, rt),
+    };
+    match result {
+        Ok(identity) => Outcome::Allow(Allowed {
+            rule,
+            identity,
+            dry_run_denial: None,
+        }),
+        Err(Stop::Wait { provider }) => Outcome::WaitForKeys { provider },
+        Err(Stop::Deny(denial, identity)) if dry_run => Outcome::Allow(Allowed {
+            rule,
+            identity: identity.map(|b| *b),
+            dry_run_denial: Some(denial),
+        }),
+        Err(Stop::Deny(denial, identity)) => Outcome::Deny(Denied {
+            rule,
+            denial,
+            identity: identity.map(|b| *b),
+        }),
+    }
+}
+
+fn authenticate(
+    cfg: &Config,
+    requirement: &Requirement,
+    req: &Request<'_>,
+    rt: &mut Runtime<'_>,
+) -> Result<Option<Identity>, Stop> {
+    let candidates = &requirement.providers;
+    let found = candidates
+        .iter()
+        .filter_map(|&i| cfg.providers.get(i))
+        .find_map(|p| find_token(&p.token_sources, req.header, req.path));
+    let Some(found) = found else {
+        return if requirement.allow_missing {
+            Ok(None)
+        } else {
+            Err(Stop::deny(DenyCode::TokenMissing))
+        };
+    };
+    let (index, token) = match cached(rt, &found.token, candidates)? {
+        Some(hit) => hit,
+        None => verify_fresh(cfg, candidates, &found.token, rt)?,
+    };
+    let provider = cfg
+        .providers
+        .get(index)
+        .ok_or_else(|| Stop::deny(DenyCode::IssuerInvalid))?;
+    let audiences = requirement
+        .audiences
+        .as_deref()
+        .unwrap_or(&provider.audiences);
+    verify::check_claims(&token, provider, audiences, rt.now)
+        .map_err(|e| Stop::deny((&e).into()))?;
+    let identity = Identity {
+        provider: index,
+        payload: provider
+            .payload_header
+            .as_ref()
+            .and_then(|_| found.token.split('.').nth(1))
+            .map(str::to_string),
+        token,
+        source: found.source,
+    };
+    let claims = &identity.token.claims;
+    let ip_ok = source_allowed(&provider.ip_bindings, claims, req.source)
+        && source_allowed(&requirement.ip_bindings, claims, req.source);
+    if !ip_ok {
+        return Err(Stop::Deny(
+            Denial::new(DenyCode::IpNotAllowed),
+            Some(Box::new(identity)),
+        ));
+    }
+    let subject = Subject {
+        provider: index,
+        claims,
+        role_claims: &provider.role_claims,
+    };
+    match requirement.check.eval(&subject) {
+        Ok(()) => Ok(Some(identity)),
+        Err(Unmet::Scope(scopes)) => Err(Stop::Deny(
+            Denial {
+                code: DenyCode::InsufficientScope,
+                required_scopes: scopes,
+            },
+            Some(Box::new(identity)),
+        )),
+        Err(Unmet::Denied) => Err(Stop::Deny(
+            Denial::new(DenyCode::AccessDenied),
+            Some(Box::new(identity)),
+        )),
+    }
+}
+
+/// A cached signature for this exact token, still vouched for by its provider's current
+/// keys. Stale keys refuse even cached tokens.
+fn cached(
+    rt: &mut Runtime<'_>,
+    token: &str,
+    candidates: &[usize],
+) -> Result<Option<(usize, Arc<Verified>)>, Stop> {
+    let Some(hit) = rt.cache.get(token, rt.now, MAX_SKEW_S) else {
+        return Ok(None);
+    };
+    if !candidates.contains(&hit.provider) {
+        return Ok(None);
+    }
+    match rt.keys.keys(hit.provider) {
+        Keys::Ready(k) if hit.verified_by(&k) => Ok(Some((hit.provider, hit.verified))),
+        Keys::Stale => Err(Stop::deny(DenyCode::KeysStale)),
+        _ => Ok(None),
+    }
+}
+
+/// Parses the token, picks its provider and checks its signature; caches a good one.
+fn verify_fresh(
+    cfg: &Config,
+    candidates: &[usize],
+    token: &str,
+    rt: &mut Runtime<'_>,
+) -> Result<(usize, Arc<Verified>), Stop> {
+    let untrusted = verify::parse(token).map_err(|e| Stop::deny((&e).into()))?;
+    // With several providers, the token's own (unverified) issuer says which one verifies it.
+    let index = match candidates {
+        [only] => *only,
+        many => {
+            let iss = verify::unverified_issuer(&untrusted);
+            many.iter()
+                .copied()
+                .find(|&i| cfg.providers.get(i).map(|p| &p.issuer) == iss.as_ref())
+                .ok_or_else(|| Stop::deny(DenyCode::IssuerInvalid))?
+        }
+    };
+    let provider = cfg
+        .providers
+        .get(index)
+        .ok_or_else(|| Stop::deny(DenyCode::IssuerInvalid))?;
+    let mut key_set = match rt.keys.keys(index) {
+        Keys::Ready(k) => k,
+        Keys::Pending => return Err(Stop::Wait { provider: index }),
+        Keys::Unavailable => return Err(Stop::deny(DenyCode::KeysUnavailable)),
+        Keys::Stale => return Err(Stop::deny(DenyCode::KeysStale)),
+    };
+    let mut result = verify::verify_signature(&untrusted, provider, &key_set, rt.crypto);
+    if let Err(VerifyError::UnknownKid { .. }) = result {
+        // Perhaps the IdP rotated its keys.
+        match rt.keys.refetch_for_unknown_kid(index) {
+            Refetch::Wait => return Err(Stop::Wait { provider: index }),
+            Refetch::Retry(newer) => {
+                result = verify::verify_signature(&untrusted, provider, &newer, rt.crypto);
+                key_set = newer;
+            }
+            Refetch::Refused => {}
+        }
+    }
+    let verified = Arc::new(result.map_err(|e| Stop::deny((&e).into()))?);
+    rt.cache.insert(token, index, &key_set, verified.clone());
+    Ok((index, verified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::*;
+    use crate::verify::Alg;
+    use serde_json::{json, Value};
+
+    /// Provider 0 ("corp") is remote: its keys follow `state`; provider 1 ("google") has
+    /// local keys, always ready.
+    fn config(rules: Value) -> Config {
+        let v = json!({
+            "providers": [
+                {"name": "corp", "issuer": ISS, "audiences": [AUD],
+                 "remote_jwks": {"uri": "http://idp/jwks", "cluster": "idp"},
+                 "ip_bindings": [{"principals": ["bound-client"], "cidrs": ["10.0.1.0/24"]}]},
+                {"name": "google", "issuer": "https://accounts.google.com", "audiences": [AUD],
+                 "local_jwks": {"inline": jwks_json()}, "from_params": ["access_token"]}
+            ],
+            "rules": rules
+        });
+        Config::from_json(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn default_rules() -> Value {
+        json!([
+            {"match": {"path_prefix": "/health"}, "allow": "anonymous"},
+            {"match": {"methods": ["GET"], "path_prefix": "/workflows"},
+             "require": {"scopes": ["workflow:read"]}},
+            {"match": {"methods": ["POST"], "path_prefix": "/workflows"},
+             "require": {"providers": ["corp"], "scopes": ["workflow:write"]}}
+        ])
+    }
+
+    struct FakeStore {
+        keys: Arc<KeySet>,
+        state: &'static str,
+    }
+
+    impl KeyStore for FakeStore {
+        fn keys(&mut self, i: usize) -> Keys {
+            match (i, self.state) {
+                (1, _) | (_, "ready" | "refetch") => Keys::Ready(self.keys.clone()),
+                (_, "pending") => Keys::Pending,
+                (_, "stale") => Keys::Stale,
+                _ => Keys::Unavailable,
+            }
+        }
+
+        fn refetch_for_unknown_kid(&mut self, _: usize) -> Refetch {
+            if self.state == "refetch" {
+                Refetch::Wait
+            } else {
+                Refetch::Refused
+            }
+        }
+    }
+
+    struct Call<'a> {
+        method: &'a str,
+        path: &'a str,
+        auth: Option<String>,
+        source: &'a str,
+        keys: &'static str,
+    }
+
+    fn call(path: &str) -> Call<'_> {
+        Call {
+            method: "GET",
+            path,
+            auth: None,
+            source: "127.0.0.1:5000",
+            keys: "ready",
+        }
+    }
+
+    impl Call<'_> {
+        fn token(mut self, claims: &Value) -> Self {
+            self.auth = Some(format!("Bearer {}", mint(Alg::Es256, Some("ec1"), claims)));
+            self
+        }
+
+        fn run(&self, cfg: &Config) -> Outcome {
+            self.run_with(cfg, &mut VerifiedCache::new(0), Arc::new(keys()), NOW)
+        }
+
+        fn run_with(
+            &self,
+            cfg: &Config,
+            cache: &mut VerifiedCache,
+            key_set: Arc<KeySet>,
+            now: i64,
+        ) -> Outcome {
+            let auth = self.auth.clone();
+            let header = move |n: &str| {
+                if n == "authorization" {
+                    auth.clone()
+                } else {
+                    None
+                }
+            };
+            let req = Request {
+                method: self.method,
+                authority: "api.example.com",
+                path: self.path,
+                header: &header,
+                source: crate::policy::parse_source_address(self.source),
+            };
+            let mut store = FakeStore {
+                keys: key_set,
+                state: self.keys,
+            };
+            let mut rt = Runtime {
+                keys: &mut store,
+                cache,
+                crypto: &crate::verify::RustCrypto,
+                now,
+            };
+            evaluate(cfg, &req, &mut rt)
+        }
+    }
+
+    fn code(o: &Outcome) -> Option<&'static str> {
+        match o {
+            Outcome::Deny(d) => Some(d.denial.code.code()),
+            _ => None,
+        }
+    }
+
+    fn allowed_provider(o: &Outcome) -> Option<usize> {
+        match o {
+            Outcome::Allow(Allowed {
+                identity: Some(id),
+                dry_run_denial: None,
+                ..
+            }) => Some(id.provider),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn public_route_needs_no_token_and_unmatched_route_is_denied() {
+        let cfg = config(default_rules());
+        assert!(matches!(
+            call("/health").run(&cfg),
+            Outcome::Allow(Allowed {
+                identity: None,
+                rule: Some(0),
+                ..
+            })
+        ));
+        assert_eq!(code(&call("/other").run(&cfg)), Some("AUTH_120"));
+        let delete = Call {
+            method: "DELETE",
+            ..call("/workflows")
+        };
+        assert_eq!(code(&delete.run(&cfg)), Some("AUTH_120"));
+    }
+
+    #[test]
+    fn valid_token_with_scope_is_allowed() {
+        let cfg = config(default_rules());
+        match call("/workflows/active").token(&claims(NOW)).run(&cfg) {
+            Outcome::Allow(Allowed {
+                identity: Some(id),
+                rule: Some(1),
+                ..
+            }) => {
+                assert_eq!(id.provider, 0);
+                assert_eq!(id.token.claims["sub"], "svc-a");
+                assert_eq!(
+                    id.payload, None,
+                    "no payload_header: the payload is not copied"
+                );
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn the_payload_is_kept_for_a_payload_header() {
+        let v = json!({
+            "providers": [{"name": "corp", "issuer": ISS, "audiences": [AUD],
+                           "local_jwks": {"inline": jwks_json()}, "payload_header": "x-jwt-payload"}],
+            "rules": [{"match": {"path_prefix": "/"}, "require": {}}]
+        });
+        let cfg = Config::from_json(v.to_string().as_bytes()).unwrap();
+        let req = call("/x").token(&claims(NOW));
+        let segment = req
+            .auth
+            .as_deref()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        match req.run(&cfg) {
+            Outcome::Allow(Allowed {
+                identity: Some(id), ..
+            }) => assert_eq!(id.payload, Some(segment)),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_bad_and_underscoped_tokens_are_denied() {
+        let cfg = config(default_rules());
+        assert_eq!(code(&call("/workflows").run(&cfg)), Some("AUTH_100"));
+        let empty = Call {
+            auth: Some("Bearer ".into()),
+            ..call("/workflows")
+        };
+        assert_eq!(code(&empty.run(&cfg)), Some("AUTH_110"));
+        let post = Call {
+            method: "POST",
+            ..call("/workflows")
+        }
+        .token(&claims(NOW));
+        match post.run(&cfg) {
+            Outcome::Deny(d) => {
+                assert_eq!(d.denial.code, DenyCode::InsufficientScope);
+                assert_eq!(d.denial.required_scopes, vec!["workflow:write"]);
+                assert_eq!(d.rule, Some(2));
+                assert!(
+                    d.identity.is_some(),
+                    "a valid token's identity is kept for the audit log"
+                );
+            }
+            o => panic!("{o:?}"),
+        }
+        let mut c = claims(NOW);
+        c["exp"] = (NOW - 3600).into();
+        assert_eq!(
+            code(&call("/workflows").token(&c).run(&cfg)),
+            Some("AUTH_111")
+        );
+    }
+
+    #[test]
+    fn requests_wait_for_pending_keys_and_get_503_when_unavailable() {
+        let cfg = config(default_rules());
+        let c = claims(NOW);
+        let with = |keys| {
+            Call {
+                keys,
+                ..call("/workflows")
+            }
+            .token(&c)
+            .run(&cfg)
+        };
+        assert!(matches!(
+            with("pending"),
+            Outcome::WaitForKeys { provider: 0 }
+        ));
+        assert_eq!(code(&with("down")), Some("AUTH_130"));
+        assert_eq!(code(&with("stale")), Some("AUTH_131"));
+        // No token: answered at once, keys or not.
+        let no_token = Call {
+            keys: "pending",
+            ..call("/workflows")
+        };
+        assert_eq!(code(&no_token.run(&cfg)), Some("AUTH_100"));
+    }
+
+    #[test]
+    fn unknown_kid_waits_for_a_refetch_unless_rate_limited() {
+        let cfg = config(default_rules());
+        let auth = Some(format!(
+            "Bearer {}",
+            mint(Alg::Es256, Some("rotated"), &claims(NOW))
+        ));
+        let refetch = Call {
+            auth: auth.clone(),
+            keys: "refetch",
+            ..call("/workflows")
+        };
+        assert!(matches!(
+            refetch.run(&cfg),
+            Outcome::WaitForKeys { provider: 0 }
+        ));
+        let limited = Call {
+            auth,
+            ..call("/workflows")
+        };
+        assert_eq!(code(&limited.run(&cfg)), Some("AUTH_115"));
+    }
+
+    #[test]
+    fn provider_is_chosen_by_issuer() {
+        let cfg = config(default_rules());
+        let mut c = claims(NOW);
+        c["iss"] = "https://accounts.google.com".into();
+        // corp's keys are down; google (local keys) still verifies its own tokens.
+        let down = Call {
+            keys: "down",
+            ..call("/workflows")
+        }
+        .token(&c);
+        assert_eq!(allowed_provider(&down.run(&cfg)), Some(1));
+        c["iss"] = "https://unknown.example".into();
+        assert_eq!(
+            code(&call("/workflows").token(&c).run(&cfg)),
+            Some("AUTH_113")
+        );
+        // The POST rule names corp only: a google token is checked against corp.
+        c["iss"] = "https://accounts.google.com".into();
+        c["scope"] = "workflow:write".into();
+        let post = Call {
+            method: "POST",
+            ..call("/workflows")
+        }
+        .token(&c);
+        assert_eq!(code(&post.run(&cfg)), Some("AUTH_113"));
+    }
+
+    #[test]
+    fn google_service_account_principal() {
+        let cfg = config(json!([
+            {"match": {"path_prefix": "/"}, "require": {
+                "providers": ["google"], "audiences": ["https://employee-api.a.run.app"],
+                "principals": ["emp-api-client@proj.iam.gserviceaccount.com"]}}
+        ]));
+        let mut c = claims(NOW);
+        c["iss"] = "https://accounts.google.com".into();
+        c["aud"] = "https://employee-api.a.run.app".into();
+        c["email"] = "emp-api-client@proj.iam.gserviceaccount.com".into();
+        assert_eq!(
+            allowed_provider(&call("/api/help").token(&c).run(&cfg)),
+            Some(1)
+        );
+        c["email"] = "other@proj.iam.gserviceaccount.com".into();
+        assert_eq!(
+            code(&call("/api/help").token(&c).run(&cfg)),
+            Some("AUTH_121")
+        );
+        // The rule's audience replaces the provider's.
+        c["email"] = "emp-api-client@proj.iam.gserviceaccount.com".into();
+        c["aud"] = AUD.into();
+        assert_eq!(
+            code(&call("/api/help").token(&c).run(&cfg)),
+            Some("AUTH_107")
+        );
+    }
+
+    #[test]
+    fn keycloak_roles_and_any_of_providers() {
+        let cfg = config(json!([
+            {"match": {"path_prefix": "/"}, "require": {"any": [
+                {"providers": ["corp"], "roles": ["my-api:reader"]},
+                {"providers": ["google"], "scopes": {"any_of": ["admin", "ops"]}}
+            ]}}
+        ]));
+        let mut c = claims(NOW);
+        c["resource_access"] = json!({"my-api": {"roles": ["reader"]}});
+        assert_eq!(allowed_provider(&call("/x").token(&c).run(&cfg)), Some(0));
+        c["resource_access"] = json!({"other-api": {"roles": ["reader"]}});
+        assert_eq!(code(&call("/x").token(&c).run(&cfg)), Some("AUTH_121"));
+        let mut g = claims(NOW);
+        g["iss"] = "https://accounts.google.com".into();
+        g["scope"] = "ops".into();
+        assert_eq!(allowed_provider(&call("/x").token(&g).run(&cfg)), Some(1));
+        g["scope"] = "read".into();
+        assert_eq!(code(&call("/x").token(&g).run(&cfg)), Some("AUTH_102"));
+    }
+
+    #[test]
+    fn allow_missing_accepts_no_token_but_checks_a_sent_one() {
+        let cfg = config(json!([
+            {"match": {"path_prefix": "/"}, "require": {"allow_missing": true, "scopes": ["workflow:read"]}}
+        ]));
+        assert!(matches!(
+            call("/x").run(&cfg),
+            Outcome::Allow(Allowed { identity: None, .. })
+        ));
+        assert_eq!(
+            allowed_provider(&call("/x").token(&claims(NOW)).run(&cfg)),
+            Some(0)
+        );
+        let garbage = Call {
+            auth: Some("Bearer x.y.z".into()),
+            ..call("/x")
+        };
+        assert_eq!(code(&garbage.run(&cfg)), Some("AUTH_110"));
+    }
+
+    #[test]
+    fn ip_bindings_from_provider_and_rule() {
+        let cfg = config(json!([
+            {"match": {"path_prefix": "/rule"}, "require": {"ip_bindings": [
+                {"principals": ["svc-*"], "cidrs": ["192.168.0.0/16"]}]}},
+            {"match": {"path_prefix": "/"}, "require": {}}
+        ]));
+        let mut c = claims(NOW);
+        c["client_id"] = "bound-client".into();
+        let from = |source| {
+            Call {
+                source,
+                ..call("/x")
+            }
+            .token(&c)
+            .run(&cfg)
+        };
+        assert_eq!(allowed_provider(&from("10.0.1.5:40000")), Some(0));
+        assert_eq!(code(&from("127.0.0.1:40000")), Some("AUTH_104"));
+        // sub "svc-a" is bound to 192.168/16 on /rule only.
+        let rule = |source| {
+            Call {
+                source,
+                ..call("/rule")
+            }
+            .token(&claims(NOW))
+            .run(&cfg)
+        };
+        assert_eq!(code(&rule("127.0.0.1:1")), Some("AUTH_104"));
+        assert_eq!(allowed_provider(&rule("192.168.3.4:1")), Some(0));
+        assert_eq!(
+            allowed_provider(&call("/x").token(&claims(NOW)).run(&cfg)),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn dry_run_lets_through_and_reports() {
+        let cfg = config(json!([
+            {"match": {"path_prefix": "/try"}, "mode": "dry_run", "require": {"scopes": ["admin"]}},
+            {"match": {"path_prefix": "/"}, "require": {"scopes": ["admin"]}}
+        ]));
+        match call("/try").run(&cfg) {
+            Outcome::Allow(Allowed {
+                dry_run_denial: Some(d),
+                ..
+            }) => assert_eq!(d.code, DenyCode::TokenMissing),
+            o => panic!("{o:?}"),
+        }
+        match call("/try").token(&claims(NOW)).run(&cfg) {
+            Outcome::Allow(Allowed {
+                dry_run_denial: Some(d),
+                identity: Some(_),
+                ..
+            }) => {
+                assert_eq!(d.code, DenyCode::InsufficientScope)
+            }
+            o => panic!("{o:?}"),
+        }
+        assert_eq!(code(&call("/enforced").run(&cfg)), Some("AUTH_100"));
+    }
+
+    #[test]
+    fn cached_tokens_skip_the_signature_but_not_the_claims() {
+        let cfg = config(default_rules());
+        let key_set = Arc::new(keys());
+        let mut cache = VerifiedCache::new(16);
+        let req = call("/workflows").token(&claims(NOW));
+        assert_eq!(
+            allowed_provider(&req.run_with(&cfg, &mut cache, key_set.clone(), NOW)),
+            Some(0)
+        );
+        assert_eq!(cache.len(), 1);
+        // A hit does not even parse the token: an entry planted under a garbage token is
+        // taken as verified. (Entries match the whole token: only that token finds it.)
+        let token = req.auth.as_deref().unwrap().trim_start_matches("Bearer ");
+        let entry = cache.get(token, NOW, 0).unwrap();
+        cache.insert("not-a-jwt", 0, &key_set, entry.verified);
+        let garbage = Call {
+            auth: Some("Bearer not-a-jwt".into()),
+            ..call("/workflows")
+        };
+        assert_eq!(
+            allowed_provider(&garbage.run_with(&cfg, &mut cache, key_set.clone(), NOW)),
+            Some(0)
+        );
+        // Time claims and the rule are still checked on a hit.
+        assert_eq!(
+            code(&req.run_with(&cfg, &mut cache, key_set.clone(), NOW + 361)),
+            Some("AUTH_111")
+        );
+        let post = Call {
+            method: "POST",
+            ..call("/workflows")
+        }
+        .token(&claims(NOW));
+        assert_eq!(
+            code(&post.run_with(&cfg, &mut cache, key_set, NOW)),
+            Some("AUTH_102")
+        );
+    }
+
+    #[test]
+    fn a_new_key_set_revokes_cached_tokens() {
+        let cfg = config(default_rules());
+        let mut cache = VerifiedCache::new(16);
+        let req = call("/workflows").token(&claims(NOW));
+        assert!(allowed_provider(&req.run_with(&cfg, &mut cache, Arc::new(keys()), NOW)).is_some());
+        // The IdP dropped ec1: the cached token must not pass on the old verdict.
+        let without_ec1 = KeySet::from_json(
+            serde_json::to_string(
+                &json!({"keys": [serde_json::from_str::<Value>(&jwks_json()).unwrap()["keys"][1]]}),
+            )
+            .unwrap()
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            code(&req.run_with(&cfg, &mut cache, Arc::new(without_ec1), NOW)),
+            Some("AUTH_115")
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! jwt-guard: a JWT authorization filter for proxy-wasm hosts.
+//!
+//! Decisions are pure functions ([`config`], [`extract`], [`jwks`], [`verify`], [`policy`],
+//! [`deny`], [`keystore`], [`flow`], [`forward`], [`audit`]); `host` is the only code that talks to proxy-wasm.
+
+pub mod audit;
+pub mod cache;
+pub mod config;
+pub mod deny;
+pub mod envoy_crypto;
+pub mod extract;
+pub mod flow;
+pub mod forward;
+pub mod jwks;
+pub mod keystore;
+pub mod policy;
+pub mod verify;
+
+#[cfg(target_arch = "wasm32")]
+mod host;
+
+#[cfg(test)]
+mod robustness;
+#[cfg(test)]
+mod testkit;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_root_context(|context_id| Box::new(host::root::Root::new(context_id)));
+}}

@@ -1,0 +1,150 @@
+//! Test fixtures: keys, providers and token minting (native tests only).
+
+use std::sync::{Arc, OnceLock};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jwt_compact::alg::{Ed25519, Es256, Rsa};
+use jwt_compact::{AlgorithmExt, Claims, Header};
+use rand_core::OsRng;
+use rsa::traits::PublicKeyParts;
+use serde_json::{json, Map, Value};
+
+use crate::config::{KeySource, Provider};
+use crate::extract::TokenSource;
+use crate::jwks::KeySet;
+use crate::verify::Alg;
+
+pub const NOW: i64 = 1_800_000_000;
+pub const ISS: &str = "https://auth.example.com";
+pub const AUD: &str = "https://api.example.com";
+
+/// RFC 7515 A.3: ES256, signed by the key whose x/y are below, no `kid`.
+pub const RFC7515_A3: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q";
+const RFC7515_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+const RFC7515_Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+
+pub struct SigningKeys {
+    pub ec: p256::ecdsa::SigningKey,
+    pub ec_other: p256::ecdsa::SigningKey,
+    pub rsa: rsa::RsaPrivateKey,
+    pub ed: <Ed25519 as jwt_compact::Algorithm>::SigningKey,
+    pub ed_pub: <Ed25519 as jwt_compact::Algorithm>::VerifyingKey,
+}
+
+/// Generated once per test binary (RSA key generation is slow).
+pub fn signing_keys() -> &'static SigningKeys {
+    static KEYS: OnceLock<SigningKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let (ed, ed_pub) = Ed25519::generate(&mut OsRng);
+        SigningKeys {
+            ec: p256::ecdsa::SigningKey::random(&mut OsRng),
+            ec_other: p256::ecdsa::SigningKey::random(&mut OsRng),
+            rsa: rsa::RsaPrivateKey::new(&mut OsRng, 2048).expect("rsa keygen"),
+            ed,
+            ed_pub,
+        }
+    })
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The JWKS for [`signing_keys`] (kids ec1, rsa1, ed1) plus the RFC 7515 key without a kid.
+pub fn jwks_json() -> String {
+    let k = signing_keys();
+    let point = k.ec.verifying_key().to_encoded_point(false);
+    let rsa_pub = k.rsa.to_public_key();
+    json!({"keys": [
+        {"kty": "EC", "crv": "P-256", "kid": "ec1", "use": "sig", "alg": "ES256",
+         "x": b64(point.x().expect("x")), "y": b64(point.y().expect("y"))},
+        {"kty": "RSA", "kid": "rsa1", "use": "sig",
+         "n": b64(&rsa_pub.n().to_bytes_be()), "e": b64(&rsa_pub.e().to_bytes_be())},
+        {"kty": "OKP", "crv": "Ed25519", "kid": "ed1", "x": b64(k.ed_pub.as_ref())},
+        {"kty": "EC", "crv": "P-256", "x": RFC7515_X, "y": RFC7515_Y}
+    ]})
+    .to_string()
+}
+
+pub fn keys() -> KeySet {
+    KeySet::from_json(jwks_json().as_bytes()).expect("test jwks")
+}
+
+pub fn kid_for(alg: Alg) -> &'static str {
+    match alg {
+        Alg::Es256 => "ec1",
+        Alg::EdDsa => "ed1",
+        _ => "rsa1",
+    }
+}
+
+pub fn provider_with_algs(algs: &[Alg]) -> Provider {
+    Provider {
+        name: "corp".into(),
+        issuer: ISS.into(),
+        audiences: vec![AUD.into()],
+        keys: KeySource::Local(Arc::new(keys())),
+        algorithms: algs.to_vec(),
+        clock_skew_s: 60,
+        token_sources: vec![TokenSource::Header {
+            name: "authorization".into(),
+            prefix: "Bearer ".into(),
+        }],
+        keep_token: true,
+        role_claims: crate::policy::default_role_claims(),
+        claims_to_headers: Vec::new(),
+        payload_header: None,
+        ip_bindings: Vec::new(),
+    }
+}
+
+pub fn provider() -> Provider {
+    provider_with_algs(&[Alg::Es256, Alg::Rs256])
+}
+
+pub fn claims(now: i64) -> Value {
+    json!({"iss": ISS, "aud": AUD, "sub": "svc-a", "iat": now, "exp": now + 300,
+           "scope": "workflow:read validation:write"})
+}
+
+/// Signs `claims` (a JSON object, time claims included) with the test key for `alg`.
+pub fn mint(alg: Alg, kid: Option<&str>, claims: &Value) -> String {
+    let k = signing_keys();
+    let mut header = Header::empty();
+    if let Some(kid) = kid {
+        header = header.with_key_id(kid);
+    }
+    let custom: Map<String, Value> = claims.as_object().cloned().unwrap_or_default();
+    let claims = Claims::new(custom);
+    let rsa = |r: Rsa| r.token(&header, &claims, &k.rsa).expect("sign");
+    match alg {
+        Alg::Es256 => Es256.token(&header, &claims, &k.ec).expect("sign"),
+        Alg::EdDsa => Ed25519.token(&header, &claims, &k.ed).expect("sign"),
+        Alg::Rs256 => rsa(Rsa::rs256()),
+        Alg::Rs384 => rsa(Rsa::rs384()),
+        Alg::Rs512 => rsa(Rsa::rs512()),
+        Alg::Ps256 => rsa(Rsa::ps256()),
+        Alg::Ps384 => rsa(Rsa::ps384()),
+        Alg::Ps512 => rsa(Rsa::ps512()),
+    }
+}
+
+/// An ES256 token under `kid` signed by a key the JWKS does not hold.
+pub fn mint_with_other_key(_alg: Alg, kid: &str, claims: &Value) -> String {
+    let header = Header::empty().with_key_id(kid);
+    let custom: Map<String, Value> = claims.as_object().cloned().unwrap_or_default();
+    Es256
+        .token(&header, &Claims::new(custom), &signing_keys().ec_other)
+        .expect("sign")
+}
+
+/// A token with an arbitrary header and signature bytes.
+pub fn forge(header: &str, claims: &Value, sig: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        b64(header.as_bytes()),
+        b64(claims.to_string().as_bytes()),
+        b64(sig)
+    )
+}

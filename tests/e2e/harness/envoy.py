@@ -1,0 +1,224 @@
+"""A real Envoy with the filter: bootstrap, start, readiness, requests, stats, logs, stop."""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+
+import yaml
+
+from . import client
+from .waiting import free_port, wait_for
+
+WASM = os.environ.get("JWT_GUARD_WASM", os.path.abspath("target/wasm32-wasip1/release/jwt_guard.wasm"))
+ENVOY = os.environ.get("ENVOY_BIN", os.path.abspath(".venv/bin/envoy"))
+# More filter detail in the logs when debugging a failure, e.g. E2E_WASM_LOG_LEVEL=debug.
+WASM_LOG_LEVEL = os.environ.get("E2E_WASM_LOG_LEVEL")
+# Bootstrap and log are deleted on stop (failures already carry the log tail) unless set.
+KEEP_FILES = bool(os.environ.get("E2E_KEEP_ENVOY_FILES"))
+
+# Envoys started and not yet stopped: the failure hook in conftest.py prints their logs.
+RUNNING = set()
+
+
+def static_cluster(name, port):
+    return {
+        "name": name,
+        "connect_timeout": "1s",
+        "type": "STATIC",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+    }
+
+
+def wasm_filter(plugin):
+    """The filter as CONTRACT.md loads it; `plugin` is a dict (sent as JSON) or raw text."""
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "jwt_guard",
+                "root_id": "jwt_guard",
+                "vm_config": {
+                    "vm_id": "jwt_guard",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": WASM}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": plugin if isinstance(plugin, str) else json.dumps(plugin),
+                },
+                "fail_open": False,
+            },
+        },
+    }
+
+
+def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port):
+    """Listener -> HCM -> [filter] -> router -> the echo upstream; `clusters` (name -> port)
+    are the JWKS/IdP clusters the plugin names. `plugin=None` leaves the filter out (used to
+    check the harness itself)."""
+    filters = [] if plugin is None else [wasm_filter(plugin)]
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "normalize_path": True,
+        "merge_slashes": True,
+        "route_config": {"virtual_hosts": [{
+            "name": "all", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
+        }]},
+        "http_filters": filters,
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "main",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+            }],
+            "clusters": [static_cluster("upstream", upstream_port)]
+            + [static_cluster(name, port) for name, port in clusters.items()],
+        },
+    }
+
+
+class Envoy:
+    """One Envoy process on free ports, its bootstrap and log in a temp dir."""
+
+    def __init__(self, plugin, upstream_port, clusters=None, concurrency=1):
+        self.port, self.admin_port = free_port(), free_port()
+        self.dir = tempfile.mkdtemp(prefix="jwt-guard-e2e-")
+        self.config_path = os.path.join(self.dir, "envoy.yaml")
+        self.log_path = os.path.join(self.dir, "envoy.log")
+        config = bootstrap(plugin, upstream_port, clusters or {}, self.port, self.admin_port)
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+        self.concurrency = concurrency
+        self.proc = None
+        self._log = None
+
+    def start(self, wait=True):
+        args = [ENVOY, "-c", self.config_path, "--disable-hot-restart",
+                "--concurrency", str(self.concurrency), "-l", "info"]
+        if WASM_LOG_LEVEL:
+            args += ["--component-log-level", f"wasm:{WASM_LOG_LEVEL}"]
+        # stdout too: why Envoy refuses a config is printed there, not only in the log.
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        RUNNING.add(self)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=30):
+        """Admin /ready answers 200, then the listener accepts connections."""
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"Envoy exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                return self.admin("/ready")[0] == 200 and self.listener_up()
+            except OSError:
+                return False
+
+        wait_for(ready, timeout, what="Envoy to be ready")
+
+    def listener_up(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    @property
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def admin(self, path):
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            conn.close()
+
+    def stats(self):
+        """Envoy counters and gauges by name."""
+        out = {}
+        for line in self.admin("/stats")[1].splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                out[name] = int(value)
+        return out
+
+    def stat(self, name):
+        """One of the filter's own stats (Envoy prefixes them with `wasmcustom.`)."""
+        return self.stats().get("wasmcustom." + name, 0)
+
+    def request(self, path, headers=None, method="GET", timeout=10):
+        return client.request(self.port, path, headers, method, timeout=timeout)
+
+    def get(self, path, token=None, headers=None, **kw):
+        """A request with `Authorization: Bearer <token>` when a token is given."""
+        h = dict(headers or {})
+        if token is not None:
+            h["authorization"] = f"Bearer {token}"
+        return self.request(path, h, **kw)
+
+    def wait_for_reply(self, until, path, token=None, timeout=15, interval=0.2, what=None, **kw):
+        """Repeats a request until `until(response)` holds; returns that response."""
+        def attempt():
+            r = self.get(path, token, **kw)
+            return r if until(r) else None
+
+        return wait_for(attempt, timeout, interval, what=what or f"a matching reply from {path}")
+
+    def log_text(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def log_tail(self, lines=60):
+        try:
+            return "".join(self.log_text().splitlines(keepends=True)[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        RUNNING.discard(self)
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log:
+            self._log.close()
+            self._log = None
+        if not KEEP_FILES:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_envoy_expecting_failure(plugin, upstream_port, clusters=None, timeout=30):
+    """Starts Envoy with a config it must refuse; returns (exit code, log)."""
+    e = Envoy(plugin, upstream_port, clusters)
+    e.start(wait=False)
+    try:
+        code = e.proc.wait(timeout=timeout)
+        return code, e.log_text()
+    except subprocess.TimeoutExpired:
+        raise AssertionError("Envoy kept running with an invalid filter config:\n" + e.log_tail())
+    finally:
+        e.stop()

