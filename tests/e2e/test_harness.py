@@ -95,6 +95,7 @@ def test_envoy_launcher_without_the_filter(upstream):
         with open(envoy.config_path) as f:
             assert "envoy.filters.http.wasm" not in f.read()
         assert envoy.stats()["server.concurrency"] == 2
+        assert envoy.port != envoy.admin_port
     finally:
         envoy.stop()
     assert not envoy.alive and envoy not in harness.RUNNING
@@ -113,3 +114,22 @@ def test_envoy_launcher_writes_the_filter_as_the_contract_says(upstream):
     assert router["name"] == "envoy.filters.http.router"
     jwks = config["static_resources"]["clusters"][1]
     assert (jwks["name"], jwks["connect_timeout"]) == ("jwks", "1s")
+
+
+def test_free_port_never_hands_out_a_port_twice():
+    # The OS may return a just-closed port again; two such ports once became Envoy's admin
+    # and listener port and Envoy refused to start (CI, 2026-11-23).
+    ports = [harness.free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+
+
+def test_two_envoys_at_once_get_their_own_ports(upstream):
+    first = harness.Envoy(None, upstream.port).start()
+    second = harness.Envoy(None, upstream.port).start()
+    try:
+        ports = {first.port, first.admin_port, second.port, second.admin_port}
+        assert len(ports) == 4 and None not in ports
+        assert first.get("/").status == second.get("/").status == 200
+    finally:
+        first.stop()
+        second.stop()

@@ -11,7 +11,7 @@ import tempfile
 import yaml
 
 from . import client
-from .waiting import free_port, wait_for
+from .waiting import wait_for
 
 WASM = os.environ.get("JWT_GUARD_WASM", os.path.abspath("target/wasm32-wasip1/release/jwt_guard.wasm"))
 ENVOY = os.environ.get("ENVOY_BIN", os.path.abspath(".venv/bin/envoy"))
@@ -98,11 +98,14 @@ class Envoy:
     """One Envoy process on free ports, its bootstrap and log in a temp dir."""
 
     def __init__(self, plugin, upstream_port, clusters=None, concurrency=1):
-        self.port, self.admin_port = free_port(), free_port()
+        # Envoy binds port 0 for both and reports what it got (wait_ready reads them), so
+        # no port is chosen here that another process could take before Envoy binds it.
+        self.port = self.admin_port = None
         self.dir = tempfile.mkdtemp(prefix="jwt-guard-e2e-")
         self.config_path = os.path.join(self.dir, "envoy.yaml")
         self.log_path = os.path.join(self.dir, "envoy.log")
-        config = bootstrap(plugin, upstream_port, clusters or {}, self.port, self.admin_port)
+        self.admin_address_path = os.path.join(self.dir, "admin-address")
+        config = bootstrap(plugin, upstream_port, clusters or {}, 0, 0)
         with open(self.config_path, "w") as f:
             yaml.safe_dump(config, f, sort_keys=False)
         self.concurrency = concurrency
@@ -111,6 +114,7 @@ class Envoy:
 
     def start(self, wait=True):
         args = [ENVOY, "-c", self.config_path, "--disable-hot-restart",
+                "--admin-address-path", self.admin_address_path,
                 "--concurrency", str(self.concurrency), "-l", "info"]
         if WASM_LOG_LEVEL:
             args += ["--component-log-level", f"wasm:{WASM_LOG_LEVEL}"]
@@ -128,11 +132,34 @@ class Envoy:
             if self.proc.poll() is not None:
                 raise AssertionError(f"Envoy exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                return self.admin("/ready")[0] == 200 and self.listener_up()
+                return (self._read_admin_port() and self.admin("/ready")[0] == 200
+                        and self._read_listener_port() and self.listener_up())
             except OSError:
                 return False
 
         wait_for(ready, timeout, what="Envoy to be ready")
+
+    def _read_admin_port(self):
+        """Envoy writes `127.0.0.1:<port>` to --admin-address-path once admin listens."""
+        if self.admin_port is None:
+            try:
+                with open(self.admin_address_path) as f:
+                    address = f.read().strip()
+            except FileNotFoundError:
+                return None
+            if address:
+                self.admin_port = int(address.rpartition(":")[2])
+        return self.admin_port
+
+    def _read_listener_port(self):
+        """The port the kernel gave the `main` listener (bound with port 0)."""
+        if self.port is None:
+            listeners = json.loads(self.admin("/listeners?format=json")[1])
+            for status in listeners.get("listener_statuses", []):
+                if status.get("name") == "main":
+                    port = status["local_address"]["socket_address"].get("port_value", 0)
+                    self.port = port or None
+        return self.port
 
     def listener_up(self):
         try:

@@ -3,10 +3,17 @@
 import importlib.util
 import json
 import os
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .waiting import free_port
+
+def _reserve(port):
+    """A socket bound to `port` on loopback but not listening: holds the port."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    return s
 
 
 class _Server(ThreadingHTTPServer):
@@ -25,7 +32,10 @@ class ControlledServer:
     Requests are counted per path."""
 
     def __init__(self, port=None):
-        self.port = port or free_port()
+        # While down, the port stays bound (not listening): connections are refused, and
+        # no other socket in this run (an Envoy binding port 0, say) can be given it.
+        self._reservation = _reserve(port or 0)
+        self.port = self._reservation.getsockname()[1]
         self._lock = threading.Lock()
         self._routes = {}  # path -> (status, headers, body bytes)
         self._counts = {}
@@ -106,6 +116,7 @@ class ControlledServer:
             def log_message(self, *args):
                 pass
 
+        self._reservation.close()
         self._httpd = _Server(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
@@ -116,6 +127,7 @@ class ControlledServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+            self._reservation = _reserve(self.port)
 
 
 def _demo_echo_handler():
@@ -132,8 +144,8 @@ class EchoUpstream:
     the filter forwarded."""
 
     def __init__(self):
-        self.port = free_port()
-        self._httpd = _Server(("127.0.0.1", self.port), _demo_echo_handler())
+        self._httpd = _Server(("127.0.0.1", 0), _demo_echo_handler())
+        self.port = self._httpd.server_address[1]
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
 
     def stop(self):
