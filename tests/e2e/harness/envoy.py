@@ -1,9 +1,11 @@
 """A real Envoy with the filter: bootstrap, start, readiness, requests, stats, logs, stop."""
 
+import ctypes
 import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -22,6 +24,15 @@ KEEP_FILES = bool(os.environ.get("E2E_KEEP_ENVOY_FILES"))
 
 # Envoys started and not yet stopped: the failure hook in conftest.py prints their logs.
 RUNNING = set()
+
+
+def _die_with_parent():
+    """Linux: Envoy gets SIGTERM when the test run dies, even by SIGKILL, so no Envoy
+    outlives an interrupted run (pytest's own cleanup does not run then)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def static_cluster(name, port):
@@ -120,7 +131,8 @@ class Envoy:
             args += ["--component-log-level", f"wasm:{WASM_LOG_LEVEL}"]
         # stdout too: why Envoy refuses a config is printed there, not only in the log.
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent)
         RUNNING.add(self)
         if wait:
             self.wait_ready()
