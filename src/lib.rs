@@ -1,7 +1,7 @@
 //! jwt-guard: a JWT authorization filter for proxy-wasm hosts.
 //!
 //! Decisions are pure functions ([`config`], [`extract`], [`jwks`], [`verify`], [`policy`],
-//! [`deny`], [`keystore`], [`flow`], [`forward`], [`audit`]); `host` is the only code that talks to proxy-wasm.
+//! [`deny`], [`keystore`], [`flow`], [`forward`], [`audit`], [`headers`]); `host` is the only code that talks to proxy-wasm.
 
 pub mod audit;
 pub mod cache;
@@ -11,6 +11,7 @@ pub mod envoy_crypto;
 pub mod extract;
 pub mod flow;
 pub mod forward;
+pub mod headers;
 pub mod jwks;
 pub mod keystore;
 pub mod policy;

@@ -4,13 +4,11 @@
 
 use std::cell::Cell;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
-
 use crate::envoy_crypto::{decode_result, encode_request, es256_der, hash_name};
 use crate::jwks::Jwk;
 use crate::verify::{Alg, Crypto};
 
+use super::abi::{self, Status};
 use super::vm::bump;
 
 pub struct HostCrypto {
@@ -23,11 +21,7 @@ impl HostCrypto {
     pub fn new() -> HostCrypto {
         HostCrypto {
             available: Cell::new(true),
-            checked: hostcalls::define_metric(
-                MetricType::Counter,
-                "jwt_guard.signature_checks.host",
-            )
-            .ok(),
+            checked: abi::define_metric(abi::COUNTER, "jwt_guard.signature_checks.host"),
         }
     }
 }
@@ -52,13 +46,13 @@ impl Crypto for HostCrypto {
             signature
         };
         let request = encode_request(hash, der, signature, input);
-        match hostcalls::call_foreign_function("verify_signature", Some(&request)) {
+        match abi::foreign_function("verify_signature", &request) {
             Ok(Some(reply)) => {
                 bump(self.checked);
                 Some(decode_result(&reply))
             }
             Ok(None) => None,
-            Err(Status::NotFound) => {
+            Err(Status::NOT_FOUND) => {
                 log::info!("jwt-guard: the host has no verify_signature; using pure-Rust crypto");
                 self.available.set(false);
                 None

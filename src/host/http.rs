@@ -48,8 +48,9 @@ impl HttpContext for Http {
             return Action::Pause;
         };
         let config = vm.config.clone();
-        request::strip_managed_headers(&config);
-        let (outcome, line) = request::decide(&mut vm, now, false);
+        let mut headers = request::read_headers();
+        request::strip_managed_headers(&config, &mut headers);
+        let (outcome, line) = request::decide(&mut vm, &headers, now, false);
         if let Outcome::WaitForKeys { provider } = outcome {
             let seen_version = vm.providers.get(provider).map_or(0, |p| p.version);
             vm.waiters.push(Waiter {
@@ -63,7 +64,7 @@ impl HttpContext for Http {
         }
         let metrics = vm.metrics.clone();
         drop(vm);
-        if request::apply(&config, &metrics, &outcome, &line) {
+        if request::apply(&config, &metrics, &mut headers, &outcome, &line) {
             Action::Continue
         } else {
             Action::Pause

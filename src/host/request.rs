@@ -2,39 +2,46 @@
 //! an [`Outcome`]. Used by the http context on headers and by the root when it resumes a
 //! request that waited for keys.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MapType;
-
 use crate::config::{Config, DRY_RUN_HEADER};
 use crate::deny::{render, Denial, DenyCode};
 use crate::extract::{cookie_header_without, path_without_param, TokenSource};
 use crate::flow::{evaluate, Identity, Outcome, Request, Runtime};
 use crate::forward::identity_headers;
+use crate::headers::HeaderSnapshot;
 use crate::policy::parse_source_address;
 
+use super::abi;
 use super::vm::{Metrics, Vm};
 
-/// A request header as text. Bytes that are not UTF-8 become U+FFFD (the SDK's
-/// `get_map_value` would panic on them, and a panic takes down the worker).
-pub fn header(name: &str) -> Option<String> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
+/// The current request's headers, read in one host call. If the host cannot give them,
+/// the snapshot is empty: the request then has no token and is denied, never let through.
+pub fn read_headers() -> HeaderSnapshot {
+    match abi::request_header_pairs() {
+        Ok(bytes) => HeaderSnapshot::parse(&bytes),
+        Err(e) => {
+            log::warn!("jwt-guard: could not read the request headers: {e:?}");
+            HeaderSnapshot::default()
+        }
+    }
 }
 
-fn set_header(name: &str, value: Option<&str>) {
-    if let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
+/// Sets or removes a request header, and keeps the snapshot in step.
+fn set_header(headers: &mut HeaderSnapshot, name: &str, value: Option<&str>) {
+    if let Err(e) = abi::set_request_header(name, value.map(str::as_bytes)) {
         log::warn!("jwt-guard: could not set header {name}: {e:?}");
+    }
+    match value {
+        Some(v) => headers.set(name, v.as_bytes()),
+        None => headers.remove(name),
     }
 }
 
 /// Removes every header the filter may set, whatever the route: identity headers upstream
-/// come from the filter or not at all.
-pub fn strip_managed_headers(config: &Config) {
+/// come from the filter or not at all. Host calls only for headers actually present.
+pub fn strip_managed_headers(config: &Config, headers: &mut HeaderSnapshot) {
     for h in &config.managed_headers {
-        if header(h).is_some() {
-            set_header(h, None);
+        if headers.contains(h) {
+            set_header(headers, h, None);
         }
     }
 }
@@ -47,19 +54,23 @@ pub struct RequestLine {
 
 /// Decides for the current request. `waited`: it already waited for keys once, so it is
 /// answered now whatever the keys.
-pub fn decide(vm: &mut Vm, now_ms: u64, waited: bool) -> (Outcome, RequestLine) {
-    let method = header(":method").unwrap_or_default();
-    let authority = header(":authority").unwrap_or_default();
-    let path = header(":path").unwrap_or_default();
+pub fn decide(
+    vm: &mut Vm,
+    headers: &HeaderSnapshot,
+    now_ms: u64,
+    waited: bool,
+) -> (Outcome, RequestLine) {
+    let method = headers.get(":method").unwrap_or_default();
+    let authority = headers.get(":authority").unwrap_or_default();
+    let path = headers.get(":path").unwrap_or_default();
     // Only IP bindings need the client address; reading it costs a host call.
     let source = if vm.config.uses_source_address {
-        hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
+        abi::property(&["source", "address"])
             .and_then(|b| parse_source_address(&String::from_utf8_lossy(&b)))
     } else {
         None
     };
+    let header = |name: &str| headers.get(name);
     let req = Request {
         method: &method,
         authority: &authority,
@@ -82,18 +93,25 @@ pub fn decide(vm: &mut Vm, now_ms: u64, waited: bool) -> (Outcome, RequestLine) 
 
 /// Carries out an allow or deny on the current request. Returns true when the request may
 /// go on upstream (the caller continues or resumes it).
-pub fn apply(config: &Config, metrics: &Metrics, outcome: &Outcome, line: &RequestLine) -> bool {
+pub fn apply(
+    config: &Config,
+    metrics: &Metrics,
+    headers: &mut HeaderSnapshot,
+    outcome: &Outcome,
+    line: &RequestLine,
+) -> bool {
     if let Some(record) = crate::audit::record(config, outcome, &line.method, &line.path) {
         log::info!("jwt-guard audit {record}");
     }
     match outcome {
         Outcome::Allow(allowed) => {
             if let Some(id) = &allowed.identity {
-                strip_token_if_asked(config, id);
-                forward_identity(config, id);
+                strip_token_if_asked(config, headers, id);
+                forward_identity(config, headers, id);
             }
             if let Some(d) = &allowed.dry_run_denial {
                 set_header(
+                    headers,
                     DRY_RUN_HEADER,
                     Some(&format!("would-deny {} {}", d.code.code(), d.code.status())),
                 );
@@ -137,9 +155,7 @@ fn send(denial: &Denial, realm: &str) {
         .iter()
         .map(|(k, v)| (*k, v.as_str()))
         .collect();
-    if let Err(e) =
-        hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
-    {
+    if let Err(e) = abi::send_local_response(reply.status, &headers, reply.body.as_bytes()) {
         log::warn!(
             "jwt-guard: could not send the {} reply: {e:?}",
             reply.status
@@ -147,20 +163,20 @@ fn send(denial: &Denial, realm: &str) {
     }
 }
 
-fn forward_identity(config: &Config, id: &Identity) {
+fn forward_identity(config: &Config, headers: &mut HeaderSnapshot, id: &Identity) {
     let Some(provider) = config.providers.get(id.provider) else {
         return;
     };
     let (set, skipped) = identity_headers(provider, id);
     for (name, value) in &set {
-        set_header(name, Some(value));
+        set_header(headers, name, Some(value));
     }
     for name in skipped {
         log::debug!("jwt-guard: {name} not set: claim absent or not a valid header value");
     }
 }
 
-fn strip_token_if_asked(config: &Config, id: &Identity) {
+fn strip_token_if_asked(config: &Config, headers: &mut HeaderSnapshot, id: &Identity) {
     if config
         .providers
         .get(id.provider)
@@ -169,14 +185,15 @@ fn strip_token_if_asked(config: &Config, id: &Identity) {
         return;
     }
     match &id.source {
-        TokenSource::Header { name, .. } => set_header(name, None),
+        TokenSource::Header { name, .. } => set_header(headers, name, None),
         TokenSource::Query(param) => {
-            let path = header(":path").unwrap_or_default();
-            set_header(":path", Some(&path_without_param(&path, param)));
+            let path = headers.get(":path").unwrap_or_default();
+            set_header(headers, ":path", Some(&path_without_param(&path, param)));
         }
         TokenSource::Cookie(name) => {
-            let cookies = header("cookie").unwrap_or_default();
-            set_header("cookie", cookie_header_without(&cookies, name).as_deref());
+            let cookies = headers.get("cookie").unwrap_or_default();
+            let rest = cookie_header_without(&cookies, name);
+            set_header(headers, "cookie", rest.as_deref());
         }
     }
 }

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, MapType};
+use proxy_wasm::types::ContextType;
 use serde::Deserialize;
 
 use crate::config::{split_http_uri, Config};
 use crate::jwks::KeySet;
 use crate::keystore;
 
+use super::abi;
 use super::http::Http;
 use super::request;
 use super::vm::{bump, now_ms, update_record, Remote, Stage, Vm, Waiter};
@@ -125,15 +126,17 @@ impl Root {
             (ready, vm.config.clone(), vm.metrics.clone())
         };
         for w in ready {
-            if hostcalls::set_effective_context(w.context_id).is_err() {
+            if abi::set_effective_context(w.context_id).is_err() {
                 continue; // the client went away
             }
+            // Managed headers were stripped when the request first came in.
+            let mut headers = request::read_headers();
             let (outcome, line) = match vm_cell.try_borrow_mut() {
-                Ok(mut vm) => request::decide(&mut vm, now, true),
+                Ok(mut vm) => request::decide(&mut vm, &headers, now, true),
                 Err(_) => continue,
             };
-            if request::apply(&config, &metrics, &outcome, &line) {
-                if let Err(e) = hostcalls::resume_http_request() {
+            if request::apply(&config, &metrics, &mut headers, &outcome, &line) {
+                if let Err(e) = abi::resume_request() {
                     log::warn!(
                         "jwt-guard: could not resume request {}: {e:?}",
                         w.context_id
@@ -142,24 +145,19 @@ impl Root {
             }
         }
         // Later host calls from this root (callouts) must be its own again.
-        let _ = hostcalls::set_effective_context(self.context_id);
+        let _ = abi::set_effective_context(self.context_id);
     }
 
     fn read_response(&self, body_size: usize, max_bytes: usize) -> Response {
         let header = |name: &str| {
-            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
-                .ok()
-                .flatten()
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
+            abi::call_response_header(name).map(|v| String::from_utf8_lossy(&v).into_owned())
         };
         let body = if body_size > max_bytes {
             Err(format!(
                 "body of {body_size} bytes is over the {max_bytes} byte limit"
             ))
         } else {
-            Ok(self
-                .get_http_call_response_body(0, body_size)
-                .unwrap_or_default())
+            Ok(abi::call_response_body(body_size).unwrap_or_default())
         };
         Response {
             status: header(":status").unwrap_or_default(),
@@ -261,7 +259,7 @@ fn on_jwks(vm: &mut Vm, i: usize, resp: Response, now: u64) -> Result<usize, Str
     remote.in_flight = None;
     bump(remote.stats.fetch_success);
     // Body first, then the version that points at it.
-    let _ = hostcalls::set_shared_data(&remote.body_key, Some(&body), None);
+    let _ = abi::set_shared_data(&remote.body_key, &body, None);
     let t = remote.timing;
     if let Some(r) = update_record(&remote.record_key, |r| {
         Some(keystore::succeeded(r, now, max_age, &t))
@@ -341,7 +339,7 @@ impl RootContext for Root {
         if let Ok(level) = hostcalls::get_log_level() {
             proxy_wasm::set_log_level(level);
         }
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let bytes = abi::plugin_configuration().unwrap_or_default();
         let config = match Config::from_json(&bytes) {
             Ok(c) => c,
             Err(e) => {
@@ -354,11 +352,9 @@ impl RootContext for Root {
             config.providers.len(),
             config.rules.len()
         );
-        let nanos = hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        let seed = (nanos as u64) ^ (u64::from(self.context_id) << 40);
+        // Nanoseconds: workers configure within the same millisecond, and their ids
+        // (drawn from this seed) must differ for the fetch lease to mean anything.
+        let seed = abi::now_nanos() ^ (u64::from(self.context_id) << 40);
         self.vm = Some(Rc::new(RefCell::new(Vm::new(config, seed))));
         self.set_tick_period(TICK);
         true

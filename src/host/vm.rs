@@ -5,13 +5,11 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
-
 use crate::cache::VerifiedCache;
 use crate::config::{Config, CryptoBackend, KeySource, RemoteJwks};
 use crate::verify::{Crypto, RustCrypto};
 
+use super::abi::{self, Status, COUNTER, GAUGE};
 use super::crypto::HostCrypto;
 use crate::deny::DenyCode;
 use crate::flow::{KeyStore, Keys, Refetch};
@@ -61,19 +59,19 @@ pub struct Waiter {
     pub seen_version: u64,
 }
 
-fn metric(kind: MetricType, name: &str) -> Option<u32> {
-    hostcalls::define_metric(kind, name).ok()
+fn metric(kind: u32, name: &str) -> Option<u32> {
+    abi::define_metric(kind, name)
 }
 
 pub fn bump(id: Option<u32>) {
     if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
+        abi::increment_metric(id);
     }
 }
 
 fn set_gauge(id: Option<u32>, value: u64) {
     if let Some(id) = id {
-        let _ = hostcalls::record_metric(id, value);
+        abi::record_metric(id, value);
     }
 }
 
@@ -91,12 +89,12 @@ impl ProviderStats {
     fn define(provider: &str) -> ProviderStats {
         let name = |s: &str| format!("jwt_guard.provider.{provider}.{s}");
         ProviderStats {
-            fetch_attempt: metric(MetricType::Counter, &name("jwks_fetch_attempt")),
-            fetch_success: metric(MetricType::Counter, &name("jwks_fetch_success")),
-            fetch_failure: metric(MetricType::Counter, &name("jwks_fetch_failure")),
-            unknown_kid_refetch: metric(MetricType::Counter, &name("unknown_kid_refetch")),
-            keys_age_s: metric(MetricType::Gauge, &name("keys_age_s")),
-            stale: metric(MetricType::Gauge, &name("stale")),
+            fetch_attempt: metric(COUNTER, &name("jwks_fetch_attempt")),
+            fetch_success: metric(COUNTER, &name("jwks_fetch_success")),
+            fetch_failure: metric(COUNTER, &name("jwks_fetch_failure")),
+            unknown_kid_refetch: metric(COUNTER, &name("unknown_kid_refetch")),
+            keys_age_s: metric(GAUGE, &name("keys_age_s")),
+            stale: metric(GAUGE, &name("stale")),
         }
     }
 
@@ -121,7 +119,7 @@ pub struct Metrics {
 
 impl Metrics {
     fn define(config: &Config) -> Metrics {
-        let counter = |name: &str| metric(MetricType::Counter, name);
+        let counter = |name: &str| metric(COUNTER, name);
         let names = config
             .rules
             .iter()
@@ -254,7 +252,7 @@ impl Vm {
 impl Remote {
     /// The `jwks_uri` some worker discovered, if any.
     pub fn shared_discovery(&self) -> Option<(String, String)> {
-        let bytes = hostcalls::get_shared_data(&self.discovered_key).ok()?.0?;
+        let bytes = abi::shared_data(&self.discovered_key).ok()?.0?;
         let text = String::from_utf8(bytes).ok()?;
         let (authority, path) = text.split_once('\n')?;
         Some((authority.to_string(), path.to_string()))
@@ -265,7 +263,7 @@ impl Remote {
             .as_ref()
             .map(|(a, p)| format!("{a}\n{p}"))
             .unwrap_or_default();
-        let _ = hostcalls::set_shared_data(&self.discovered_key, Some(value.as_bytes()), None);
+        let _ = abi::set_shared_data(&self.discovered_key, value.as_bytes(), None);
         self.discovered = found;
     }
 }
@@ -279,9 +277,7 @@ impl ProviderRuntime {
         if r.record.version == 0 || r.record.version == self.version {
             return;
         }
-        let body = hostcalls::get_shared_data(&r.body_key)
-            .ok()
-            .and_then(|(b, _)| b);
+        let body = abi::shared_data(&r.body_key).ok().and_then(|(b, _)| b);
         match body.as_deref().map(KeySet::from_json) {
             Some(Ok(set)) => {
                 self.keys = Some(Arc::new(set));
@@ -386,7 +382,7 @@ fn fnv1a(parts: &[&str]) -> u64 {
 }
 
 pub fn read_record(key: &str) -> (Record, Option<u32>) {
-    match hostcalls::get_shared_data(key) {
+    match abi::shared_data(key) {
         Ok((Some(bytes), cas)) => (Record::decode(&bytes).unwrap_or_default(), cas),
         _ => (Record::default(), None),
     }
@@ -395,8 +391,8 @@ pub fn read_record(key: &str) -> (Record, Option<u32>) {
 /// CAS only guards a key that exists, so every worker creates the record at configure
 /// time, before any traffic, and all later writes are CAS updates.
 fn create_record_if_absent(key: &str) {
-    if let Ok((None, _)) = hostcalls::get_shared_data(key) {
-        let _ = hostcalls::set_shared_data(key, Some(&Record::default().encode()), None);
+    if let Ok((None, _)) = abi::shared_data(key) {
+        let _ = abi::set_shared_data(key, &Record::default().encode(), None);
     }
 }
 
@@ -406,9 +402,9 @@ pub fn update_record(key: &str, change: impl Fn(&Record) -> Option<Record>) -> O
     for _ in 0..16 {
         let (current, cas) = read_record(key);
         let next = change(&current)?;
-        match hostcalls::set_shared_data(key, Some(&next.encode()), cas) {
+        match abi::set_shared_data(key, &next.encode(), cas) {
             Ok(()) => return Some(next),
-            Err(Status::CasMismatch) => continue,
+            Err(Status::CAS_MISMATCH) => continue,
             Err(_) => return None,
         }
     }
@@ -416,8 +412,5 @@ pub fn update_record(key: &str, change: impl Fn(&Record) -> Option<Record>) -> O
 }
 
 pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    abi::now_nanos() / 1_000_000
 }

@@ -1,0 +1,172 @@
+//! Header maps in the proxy-wasm wire format: a request's headers are read in one host call
+//! and looked up here, rather than one host call (and one allocation round trip into the
+//! VM) per header.
+//!
+//! The format: a little-endian u32 count, then per pair the u32 lengths of name and value,
+//! then per pair the name and the value, each followed by a NUL.
+
+/// A request's headers as read at one moment. Lookups are by lower-case name (hosts give
+/// names lower-cased, as HTTP/2 does) and return the first value.
+#[derive(Debug, Default, Clone)]
+pub struct HeaderSnapshot {
+    pairs: Vec<(String, Vec<u8>)>,
+}
+
+impl HeaderSnapshot {
+    /// Parses the wire format. A malformed map (truncated, lengths past the end) yields the
+    /// pairs read before the fault: a host bug must not become a panic.
+    pub fn parse(bytes: &[u8]) -> HeaderSnapshot {
+        let mut pairs = Vec::new();
+        let count = read_u32(bytes, 0).unwrap_or(0);
+        let mut data = 4usize.saturating_add(count.saturating_mul(8));
+        for i in 0..count {
+            let at = 4 + i * 8;
+            let (Some(name_len), Some(value_len)) = (read_u32(bytes, at), read_u32(bytes, at + 4))
+            else {
+                break;
+            };
+            let Some(name) = slice(bytes, data, name_len) else {
+                break;
+            };
+            data = data.saturating_add(name_len).saturating_add(1);
+            let Some(value) = slice(bytes, data, value_len) else {
+                break;
+            };
+            data = data.saturating_add(value_len).saturating_add(1);
+            pairs.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+        }
+        HeaderSnapshot { pairs }
+    }
+
+    /// The first value of header `name`, as bytes.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of header `name` as text; bytes that are not UTF-8 become U+FFFD.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.get_bytes(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(n, _)| n == name)
+    }
+
+    /// Forgets every value of `name` (the caller removed it from the request).
+    pub fn remove(&mut self, name: &str) {
+        self.pairs.retain(|(n, _)| n != name);
+    }
+
+    /// Records that the caller set `name` to `value` on the request.
+    pub fn set(&mut self, name: &str, value: &[u8]) {
+        self.remove(name);
+        self.pairs.push((name.to_string(), value.to_vec()));
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
+    let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(raw)).ok()
+}
+
+fn slice(bytes: &[u8], at: usize, len: usize) -> Option<&[u8]> {
+    bytes.get(at..at.checked_add(len)?)
+}
+
+/// Serializes pairs into the wire format (for a local reply's headers).
+pub fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let size = 4 + pairs
+        .iter()
+        .map(|(n, v)| 10 + n.len() + v.len())
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    out.extend_from_slice(&len(pairs.len()));
+    for (name, value) in pairs {
+        out.extend_from_slice(&len(name.len()));
+        out.extend_from_slice(&len(value.len()));
+    }
+    for (name, value) in pairs {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUEST: &[(&str, &str)] = &[
+        (":method", "GET"),
+        (":path", "/a?b=c"),
+        ("authorization", "Bearer x.y.z"),
+        ("x-empty", ""),
+        ("cookie", "a=1"),
+        ("cookie", "b=2"),
+    ];
+
+    #[test]
+    fn round_trips_names_values_and_empty_values() {
+        let h = HeaderSnapshot::parse(&serialize(REQUEST));
+        assert_eq!(h.get(":path").as_deref(), Some("/a?b=c"));
+        assert_eq!(h.get("authorization").as_deref(), Some("Bearer x.y.z"));
+        assert_eq!(h.get("x-empty").as_deref(), Some(""));
+        assert!(h.contains("x-empty"));
+        assert_eq!(h.get("missing"), None);
+        // Repeated: the first value, as the SDK's single-value read gives.
+        assert_eq!(h.get("cookie").as_deref(), Some("a=1"));
+    }
+
+    #[test]
+    fn matches_the_sdk_wire_layout_byte_for_byte() {
+        let bytes = serialize(&[("a", "bc")]);
+        assert_eq!(
+            bytes,
+            [1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'a', 0, b'b', b'c', 0]
+        );
+    }
+
+    #[test]
+    fn non_utf8_values_are_kept_as_bytes_and_read_lossily() {
+        let mut bytes = serialize(&[("x", "ab")]);
+        let at = bytes.len() - 3;
+        bytes[at] = 0xff;
+        let h = HeaderSnapshot::parse(&bytes);
+        assert_eq!(h.get_bytes("x"), Some(&[0xff, b'b'][..]));
+        assert_eq!(h.get("x").as_deref(), Some("\u{fffd}b"));
+    }
+
+    #[test]
+    fn malformed_maps_give_what_was_readable_and_never_panic() {
+        let good = serialize(REQUEST);
+        for cut in 0..good.len() {
+            let h = HeaderSnapshot::parse(&good[..cut]);
+            assert!(h.pairs.len() <= REQUEST.len());
+        }
+        assert_eq!(
+            HeaderSnapshot::parse(&good[..good.len() - 9]).pairs.len(),
+            5
+        );
+        // A count far beyond the data, and lengths past the end.
+        let mut huge = vec![0xff, 0xff, 0xff, 0xff];
+        huge.extend_from_slice(&[0xff; 16]);
+        assert!(HeaderSnapshot::parse(&huge).pairs.is_empty());
+        assert!(HeaderSnapshot::parse(&[]).pairs.is_empty());
+    }
+
+    #[test]
+    fn remove_and_set_track_what_the_filter_changed() {
+        let mut h = HeaderSnapshot::parse(&serialize(REQUEST));
+        h.remove("cookie");
+        assert!(!h.contains("cookie"));
+        h.set(":path", b"/a");
+        assert_eq!(h.get(":path").as_deref(), Some("/a"));
+    }
+}
