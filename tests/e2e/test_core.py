@@ -198,6 +198,36 @@ def test_host_and_method_match(core, es):
     assert core.get("/hosted", token, headers={"host": HOST}, method="POST").code == "AUTH_120"
 
 
+GRPC = {"content-type": "application/grpc", "te": "trailers"}
+
+
+def test_grpc_callers_get_grpc_statuses_with_the_code(core, es):
+    """Service-to-service calls are often gRPC: Envoy turns the filter's 401/403 into a
+    trailers-only gRPC reply (UNAUTHENTICATED 16, PERMISSION_DENIED 7) that gRPC clients
+    understand, and the stable code travels in grpc-message."""
+    def call(token=None):
+        return core.get("/read/pkg.Service/Method", token, headers=GRPC, method="POST")
+
+    missing = call()
+    assert (missing.status, missing.headers["grpc-status"]) == (200, "16"), missing
+    assert json.loads(missing.headers["grpc-message"])["code"] == "AUTH_100"
+    assert missing.headers["www-authenticate"] == 'Bearer realm="e2e"'
+
+    token = es.sign(good(scope="other"))
+    lacking = call(token)
+    assert lacking.headers["grpc-status"] == "7", lacking
+    assert json.loads(lacking.headers["grpc-message"])["code"] == "AUTH_102"
+    assert_not_echoed(lacking, token)
+
+    invalid = call("not-a-jwt")
+    assert invalid.headers["grpc-status"] == "16", invalid
+    assert json.loads(invalid.headers["grpc-message"])["code"] == "AUTH_110"
+
+    allowed = call(es.sign(good()))
+    assert allowed.headers["x-upstream"] == "echo", allowed
+    assert allowed.json["headers"]["content-type"] == "application/grpc"
+
+
 def test_non_utf8_header_bytes_do_not_crash_the_worker(core, es):
     """The SDK's string getter panics on such bytes; a panic would take down the worker."""
     for _ in range(4):  # reach both workers
@@ -236,6 +266,9 @@ def test_jwks_down_at_start_gives_503_then_recovers_without_restart(envoy_factor
     assert "www-authenticate" not in r.headers, r
     assert "retry-after" in r.headers, r
     assert_not_echoed(r, token)
+    grpc = envoy.get("/read/pkg.Service/Method", token, headers=GRPC, method="POST")
+    assert grpc.headers["grpc-status"] == "14", grpc  # UNAVAILABLE: callers retry
+    assert json.loads(grpc.headers["grpc-message"])["code"] == "AUTH_130"
     idp.set_json("/jwks", harness.jwks(es))
     idp.start()
     try:
