@@ -31,6 +31,7 @@ use serde_json::{json, Map, Value};
 use jwt_guard::cache::VerifiedCache;
 use jwt_guard::config::{Config, KeySource};
 use jwt_guard::flow::{evaluate, KeyStore, Keys, Outcome, Refetch, Request, Runtime};
+use jwt_guard::headers::HeaderSnapshot;
 use jwt_guard::jwks::KeySet;
 use jwt_guard::policy::find_rule;
 use jwt_guard::verify::{self, RustCrypto};
@@ -131,12 +132,12 @@ impl KeyStore for LocalKeys<'_> {
 
 fn decide(cfg: &Config, token: &str, cache: &mut VerifiedCache) -> Outcome {
     let auth = format!("Bearer {token}");
-    let header = move |name: &str| (name == "authorization").then(|| auth.clone());
+    let headers = HeaderSnapshot::from_pairs(&[("authorization", &auth)]);
     let req = Request {
         method: "GET",
         authority: HOST,
         path: LAST_PATH,
-        header: &header,
+        headers: &headers,
         source: None,
     };
     let mut keys = LocalKeys(cfg);

@@ -9,6 +9,7 @@ use crate::verify::VerifyError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyCode {
     TokenMissing,
+    TokenAmbiguous,
     InsufficientScope,
     IpNotAllowed,
     SignatureInvalid,
@@ -27,8 +28,9 @@ pub enum DenyCode {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 16] = [
+    pub const ALL: [DenyCode; 17] = [
         DenyCode::TokenMissing,
+        DenyCode::TokenAmbiguous,
         DenyCode::InsufficientScope,
         DenyCode::IpNotAllowed,
         DenyCode::SignatureInvalid,
@@ -60,6 +62,7 @@ impl DenyCode {
             DenyCode::AlgorithmNotAllowed => "AUTH_114",
             DenyCode::KeyNotFound => "AUTH_115",
             DenyCode::ClaimInvalid => "AUTH_116",
+            DenyCode::TokenAmbiguous => "AUTH_117",
             DenyCode::RouteDenied => "AUTH_120",
             DenyCode::AccessDenied => "AUTH_121",
             DenyCode::KeysUnavailable => "AUTH_130",
@@ -69,6 +72,7 @@ impl DenyCode {
 
     pub fn status(self) -> u32 {
         match self {
+            DenyCode::TokenAmbiguous => 400,
             DenyCode::TokenMissing
             | DenyCode::SignatureInvalid
             | DenyCode::AudienceInvalid
@@ -91,6 +95,7 @@ impl DenyCode {
     fn error(self) -> &'static str {
         match self {
             DenyCode::TokenMissing => "unauthorized",
+            DenyCode::TokenAmbiguous => "invalid_request",
             DenyCode::InsufficientScope => "insufficient_scope",
             DenyCode::RouteDenied | DenyCode::AccessDenied | DenyCode::IpNotAllowed => {
                 "access_denied"
@@ -115,6 +120,7 @@ impl DenyCode {
             DenyCode::AlgorithmNotAllowed => "the token signing algorithm is not allowed",
             DenyCode::KeyNotFound => "no key is known for the token",
             DenyCode::ClaimInvalid => "a required claim is missing or malformed",
+            DenyCode::TokenAmbiguous => "the request carries more than one token",
             DenyCode::RouteDenied => "this route is not open to any caller",
             DenyCode::AccessDenied => "the caller is not allowed on this route",
             DenyCode::IpNotAllowed => "the caller may not call from this address",
@@ -199,6 +205,11 @@ fn challenge(d: &Denial, realm: &str) -> Option<String> {
     let code = d.code;
     match code {
         DenyCode::TokenMissing => Some(format!("Bearer realm=\"{realm}\"")),
+        // RFC 6750 §3.1: more than one method of sending a token is an invalid request.
+        DenyCode::TokenAmbiguous => Some(format!(
+            "Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{}\"",
+            code.message()
+        )),
         DenyCode::InsufficientScope => Some(format!(
             "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{}\", scope=\"{}\"",
             code.message(),
@@ -265,6 +276,19 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn two_tokens_are_an_invalid_request() {
+        let r = render(&Denial::new(DenyCode::TokenAmbiguous), "api");
+        assert_eq!(r.status, 400);
+        let h = header(&r, "www-authenticate").unwrap();
+        assert!(h.contains("error=\"invalid_request\""), "{h}");
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(
+            (&body["code"], &body["error"]),
+            (&"AUTH_117".into(), &"invalid_request".into())
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Where a token comes from: a header with a prefix, a query parameter, a cookie.
 
+use crate::headers::HeaderSnapshot;
+
 /// One place a provider looks for its token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
@@ -19,26 +21,49 @@ pub struct Found {
     pub source: TokenSource,
 }
 
-/// Looks for a token in `sources`, in order. `header` reads a request header by lower-case
-/// name. A header that is present but carries another scheme (say `Basic`) is not a token.
-pub fn find_token(
-    sources: &[TokenSource],
-    header: &dyn Fn(&str) -> Option<String>,
+/// More than one token in one request: RFC 6750 §2 forbids it, and a filter that verified
+/// one of them must not forward the others to an upstream that might read those instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ambiguous;
+
+/// Looks for the token in `sources`. Every place is searched, each repeated header, query
+/// parameter and cookie counted: one token is `Some`, none is `None`, more than one is
+/// [`Ambiguous`]. A header that carries another scheme (say `Basic`) is not a token.
+pub fn find_token<'s>(
+    sources: impl IntoIterator<Item = &'s TokenSource>,
+    headers: &HeaderSnapshot,
     path: &str,
-) -> Option<Found> {
-    sources.iter().find_map(|source| {
-        let token = match source {
-            TokenSource::Header { name, prefix } => {
-                header(name).and_then(|v| strip_prefix(&v, prefix))
+) -> Result<Option<Found>, Ambiguous> {
+    let mut found: Option<Found> = None;
+    let mut seen: Vec<&TokenSource> = Vec::new();
+    for source in sources {
+        // Providers on one route often share a source (the Authorization header).
+        if seen.contains(&source) {
+            continue;
+        }
+        seen.push(source);
+        let tokens: Vec<String> = match source {
+            TokenSource::Header { name, prefix } => headers
+                .get_all(name)
+                .filter_map(|v| strip_prefix(&v, prefix))
+                .collect(),
+            TokenSource::Query(name) => query_params(path, name).collect(),
+            TokenSource::Cookie(name) => headers
+                .get_all("cookie")
+                .flat_map(|c| cookies(&c, name).collect::<Vec<_>>())
+                .collect(),
+        };
+        for token in tokens {
+            if found.is_some() {
+                return Err(Ambiguous);
             }
-            TokenSource::Query(name) => query_param(path, name),
-            TokenSource::Cookie(name) => header("cookie").and_then(|c| cookie(&c, name)),
-        }?;
-        Some(Found {
-            token,
-            source: source.clone(),
-        })
-    })
+            found = Some(Found {
+                token,
+                source: source.clone(),
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// `Bearer abc` -> `abc`; `Bearer` or `Bearer   ` -> `` (an empty token, reported as malformed
@@ -59,17 +84,17 @@ fn strip_prefix(value: &str, prefix: &str) -> Option<String> {
     None
 }
 
-fn query_param(path: &str, name: &str) -> Option<String> {
-    let query = path.split_once('?')?.1;
+fn query_params<'a>(path: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    let query = path.split_once('?').map_or("", |(_, q)| q);
     let query = query.split('#').next().unwrap_or("");
-    query.split('&').find_map(|pair| {
+    query.split('&').filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| v.to_string())
+        (!pair.is_empty() && k == name).then(|| v.to_string())
     })
 }
 
-fn cookie(header: &str, name: &str) -> Option<String> {
-    header.split(';').find_map(|pair| {
+fn cookies<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    header.split(';').filter_map(move |pair| {
         let (k, v) = pair.trim().split_once('=')?;
         (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
     })
@@ -114,13 +139,12 @@ mod tests {
         }]
     }
 
-    fn headers(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |n| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        }
+    fn headers(pairs: &[(&str, &str)]) -> HeaderSnapshot {
+        HeaderSnapshot::from_pairs(pairs)
+    }
+
+    fn one(sources: &[TokenSource], h: &HeaderSnapshot, path: &str) -> Option<Found> {
+        find_token(sources, h, path).unwrap()
     }
 
     #[test]
@@ -131,8 +155,8 @@ mod tests {
             "BEARER abc.def.ghi",
             "  Bearer   abc.def.ghi ",
         ] {
-            let h = move |n: &str| (n == "authorization").then(|| v.to_string());
-            let f = find_token(&bearer(), &h, "/").unwrap();
+            let h = headers(&[("authorization", v)]);
+            let f = one(&bearer(), &h, "/").unwrap();
             assert_eq!(f.token, "abc.def.ghi", "{v}");
         }
     }
@@ -140,14 +164,14 @@ mod tests {
     #[test]
     fn other_schemes_are_not_tokens_and_empty_bearer_is_empty() {
         let h = headers(&[("authorization", "Basic dXNlcjpwdw==")]);
-        assert_eq!(find_token(&bearer(), &h, "/"), None);
+        assert_eq!(one(&bearer(), &h, "/"), None);
         let h = headers(&[("authorization", "Bearer")]);
-        assert_eq!(find_token(&bearer(), &h, "/").unwrap().token, "");
+        assert_eq!(one(&bearer(), &h, "/").unwrap().token, "");
         let h = headers(&[("authorization", "Bearer ")]);
-        assert_eq!(find_token(&bearer(), &h, "/").unwrap().token, "");
+        assert_eq!(one(&bearer(), &h, "/").unwrap().token, "");
         let h = headers(&[("authorization", "Bearerabc")]);
-        assert_eq!(find_token(&bearer(), &h, "/"), None);
-        assert_eq!(find_token(&bearer(), &headers(&[]), "/"), None);
+        assert_eq!(one(&bearer(), &h, "/"), None);
+        assert_eq!(one(&bearer(), &headers(&[]), "/"), None);
     }
 
     #[test]
@@ -156,20 +180,56 @@ mod tests {
             TokenSource::Query("access_token".into()),
             TokenSource::Cookie("session".into()),
         ];
-        let f = find_token(&sources, &headers(&[]), "/a?x=1&access_token=t.q.s&y=2").unwrap();
+        let f = one(&sources, &headers(&[]), "/a?x=1&access_token=t.q.s&y=2").unwrap();
         assert_eq!(f.token, "t.q.s");
         assert_eq!(f.source, TokenSource::Query("access_token".into()));
         let h = headers(&[("cookie", "a=1; session=t.c.s; b=2")]);
-        let f = find_token(&sources, &h, "/a").unwrap();
+        let f = one(&sources, &h, "/a").unwrap();
         assert_eq!(f.token, "t.c.s");
-        assert_eq!(
-            find_token(
-                &sources,
-                &headers(&[("cookie", "sessionx=1")]),
-                "/a?access_tokenx=1"
+        let h = headers(&[("cookie", "sessionx=1")]);
+        assert_eq!(one(&sources, &h, "/a?access_tokenx=1"), None);
+    }
+
+    #[test]
+    fn more_than_one_token_is_ambiguous_wherever_they_are() {
+        let both = vec![
+            bearer().remove(0),
+            TokenSource::Query("access_token".into()),
+            TokenSource::Cookie("session".into()),
+        ];
+        let twice = [
+            ("authorization", "Bearer a.b.c"),
+            ("authorization", "Bearer d.e.f"),
+        ];
+        for (h, path) in [
+            (headers(&twice), "/"),
+            (
+                headers(&[("authorization", "Bearer a.b.c")]),
+                "/?access_token=d.e.f",
             ),
-            None
-        );
+            (headers(&[]), "/?access_token=a&access_token=b"),
+            (
+                headers(&[("cookie", "session=a"), ("cookie", "session=b")]),
+                "/",
+            ),
+            (headers(&[("cookie", "session=a; session=b")]), "/"),
+            (
+                headers(&[("authorization", "Bearer a"), ("cookie", "session=b")]),
+                "/",
+            ),
+        ] {
+            assert_eq!(find_token(&both, &h, path), Err(Ambiguous), "{h:?} {path}");
+        }
+        // Another scheme next to the bearer token is not a second token.
+        let h = headers(&[
+            ("authorization", "Basic dXNlcjpwdw=="),
+            ("authorization", "Bearer a"),
+        ]);
+        assert_eq!(one(&both, &h, "/").unwrap().token, "a");
+        // A source listed by two providers is one place, not two.
+        let shared = [bearer(), bearer()].concat();
+        let h = headers(&[("authorization", "Bearer a")]);
+        assert_eq!(one(&shared, &h, "/").unwrap().token, "a");
     }
 
     #[test]
@@ -178,7 +238,7 @@ mod tests {
             name: "x-jwt".into(),
             prefix: String::new(),
         }];
-        let f = find_token(&sources, &headers(&[("x-jwt", "a.b.c")]), "/").unwrap();
+        let f = one(&sources, &headers(&[("x-jwt", "a.b.c")]), "/").unwrap();
         assert_eq!(f.token, "a.b.c");
     }
 
@@ -203,8 +263,8 @@ mod tests {
     #[test]
     fn multibyte_header_values_do_not_panic() {
         let h = headers(&[("authorization", "Béarer ü")]);
-        assert_eq!(find_token(&bearer(), &h, "/"), None);
+        assert_eq!(one(&bearer(), &h, "/"), None);
         let h = headers(&[("authorization", "ü")]);
-        assert_eq!(find_token(&bearer(), &h, "/"), None);
+        assert_eq!(one(&bearer(), &h, "/"), None);
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::cache::VerifiedCache;
 use crate::config::{Config, MAX_SKEW_S};
 use crate::deny::{Denial, DenyCode};
-use crate::extract::{find_token, TokenSource};
+use crate::extract::{find_token, Ambiguous, TokenSource};
+use crate::headers::HeaderSnapshot;
 use crate::jwks::KeySet;
 use crate::policy::{find_rule, source_allowed, Action, Requirement, Subject, Unmet};
 use crate::verify::{self, Crypto, Verified, VerifyError};
@@ -18,8 +19,8 @@ pub struct Request<'a> {
     pub authority: &'a str,
     /// `:path`, query included.
     pub path: &'a str,
-    /// A request header by lower-case name.
-    pub header: &'a dyn Fn(&str) -> Option<String>,
+    /// The request's headers.
+    pub headers: &'a HeaderSnapshot,
     /// The client's address, for source-IP bindings.
     pub source: Option<IpAddr>,
 }
@@ -153,10 +154,12 @@ fn authenticate(
     rt: &mut Runtime<'_>,
 ) -> Result<Option<Identity>, Stop> {
     let candidates = &requirement.providers;
-    let found = candidates
+    let sources = candidates
         .iter()
         .filter_map(|&i| cfg.providers.get(i))
-        .find_map(|p| find_token(&p.token_sources, req.header, req.path));
+        .flat_map(|p| &p.token_sources);
+    let found = find_token(sources, req.headers, req.path)
+        .map_err(|Ambiguous| Stop::deny(DenyCode::TokenAmbiguous))?;
     let Some(found) = found else {
         return if requirement.allow_missing {
             Ok(None)
@@ -376,19 +379,17 @@ mod tests {
             key_set: Arc<KeySet>,
             now: i64,
         ) -> Outcome {
-            let auth = self.auth.clone();
-            let header = move |n: &str| {
-                if n == "authorization" {
-                    auth.clone()
-                } else {
-                    None
-                }
-            };
+            let pairs: Vec<(&str, &str)> = self
+                .auth
+                .iter()
+                .map(|a| ("authorization", a.as_str()))
+                .collect();
+            let headers = HeaderSnapshot::from_pairs(&pairs);
             let req = Request {
                 method: self.method,
                 authority: "api.example.com",
                 path: self.path,
-                header: &header,
+                headers: &headers,
                 source: crate::policy::parse_source_address(self.source),
             };
             let mut store = FakeStore {

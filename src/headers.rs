@@ -38,6 +38,24 @@ impl HeaderSnapshot {
         HeaderSnapshot { pairs }
     }
 
+    /// Headers from (name, value) text pairs, as tests and benches build requests.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> HeaderSnapshot {
+        HeaderSnapshot {
+            pairs: pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    /// Every value of header `name`, in order, as text (non-UTF-8 bytes become U+FFFD).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
     /// The first value of header `name`, as bytes.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
         self.pairs
@@ -122,6 +140,8 @@ mod tests {
         assert_eq!(h.get("missing"), None);
         // Repeated: the first value, as the SDK's single-value read gives.
         assert_eq!(h.get("cookie").as_deref(), Some("a=1"));
+        assert_eq!(h.get_all("cookie").collect::<Vec<_>>(), ["a=1", "b=2"]);
+        assert_eq!(h.get_all("missing").count(), 0);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::cache::VerifiedCache;
 use crate::config::Config;
 use crate::flow::{evaluate, KeyStore, Keys, Outcome, Refetch, Request, Runtime};
+use crate::headers::HeaderSnapshot;
 use crate::jwks::KeySet;
 use crate::testkit::*;
 use crate::verify::{Alg, RustCrypto};
@@ -76,13 +77,12 @@ impl KeyStore for Ready {
 }
 
 fn decide(cfg: &Config, authorization: &str) -> Outcome {
-    let auth = authorization.to_string();
-    let header = move |n: &str| (n == "authorization").then(|| auth.clone());
+    let headers = HeaderSnapshot::from_pairs(&[("authorization", authorization)]);
     let req = Request {
         method: "GET",
         authority: "api.example.com",
         path: "/api",
-        header: &header,
+        headers: &headers,
         source: None,
     };
     let mut keys = Ready(Arc::new(keys()));

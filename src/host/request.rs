@@ -70,12 +70,11 @@ pub fn decide(
     } else {
         None
     };
-    let header = |name: &str| headers.get(name);
     let req = Request {
         method: &method,
         authority: &authority,
         path: &path,
-        header: &header,
+        headers,
         source,
     };
     let config = vm.config.clone();

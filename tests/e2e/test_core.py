@@ -198,6 +198,32 @@ def test_host_and_method_match(core, es):
     assert core.get("/hosted", token, headers={"host": HOST}, method="POST").code == "AUTH_120"
 
 
+def test_more_than_one_token_is_a_400_never_a_pick(core, es):
+    """RFC 6750 §2: one method per request. Verifying one token and forwarding another
+    would let an upstream that re-reads the header trust an unverified token."""
+    good_token, forged = es.sign(good()), harness.Key("ES256", es.kid).sign(good(sub="admin"))
+    # Envoy joins a repeated Authorization header into one value ("Bearer a,Bearer b"),
+    # which is no JWT: refused as malformed before jwt-guard could see two.
+    twice = [("authorization", f"Bearer {good_token}"), ("authorization", f"Bearer {forged}")]
+    r = core.request("/read", twice)
+    assert (r.status, r.code) == (401, "AUTH_110"), r
+    for headers, path in [
+        ({"authorization": f"Bearer {good_token}"}, f"/read?access_token={forged}"),
+        ({"authorization": f"Bearer {good_token}"}, f"/read?access_token={good_token}"),
+        ([("cookie", f"session={good_token}"), ("cookie", f"session={forged}")], "/read"),
+        ({"cookie": f"session={good_token}; session={forged}"}, "/read"),
+        ({}, f"/public?access_token={good_token}&access_token={forged}"),
+    ]:
+        r = core.request(path, headers)
+        if path.startswith("/public"):
+            assert r.status == 200, r  # a public route reads no token
+            continue
+        assert (r.status, r.code) == (400, "AUTH_117"), (headers, path, r)
+        assert 'error="invalid_request"' in r.headers["www-authenticate"], r
+        assert_not_echoed(r, good_token)
+    assert core.stat("jwt_guard.denied.AUTH_117") >= 4
+
+
 GRPC = {"content-type": "application/grpc", "te": "trailers"}
 
 

@@ -31,9 +31,16 @@ class Response:
 
 
 def request(port, path, headers=None, method="GET", body=None, timeout=10):
+    """`headers` is a dict, or a list of (name, value) pairs to send a header more than once."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        if isinstance(headers, list):
+            conn.putrequest(method, path)
+            for name, value in headers:
+                conn.putheader(name, value)
+            conn.endheaders(body.encode() if isinstance(body, str) else body)
+        else:
+            conn.request(method, path, body=body, headers=headers or {})
         r = conn.getresponse()
         text = r.read().decode(errors="replace")
         return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, text)
