@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 IDP_DIR := demo/idp
 
-.PHONY: build setup venv node-deps wasm-target test test-unit test-e2e run bench bench-micro fmt lint clean
+.PHONY: build setup venv node-deps wasm-target test test-unit test-e2e run bench bench-micro bench-wasm fmt lint clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -52,6 +52,12 @@ bench: build venv
 # Native micro-benchmarks (criterion): verify, 200-rule policy, parsing.
 bench-micro:
 	cargo bench --bench verify
+
+# The same per-request work as wasm in Node's V8 (the engine Envoy embeds), then natively.
+bench-wasm: wasm-target
+	cargo build --release --example wasm_decide --target $(WASM_TARGET)
+	node --no-warnings bench/wasm.mjs target/$(WASM_TARGET)/release/examples/wasm_decide.wasm
+	cargo run --quiet --release --example wasm_decide
 
 fmt:
 	cargo fmt

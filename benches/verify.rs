@@ -15,144 +15,20 @@
 // Bench set-up may fail loudly: nothing here runs in the filter.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fixture;
+
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
-use jwt_compact::alg::{Es256, Rsa};
-use jwt_compact::{AlgorithmExt, Claims, Header};
-use rand_core::OsRng;
-use rsa::traits::PublicKeyParts;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
+use fixture::{allowed, decide, fixture, ES_ISS, HOST, LAST_PATH, NOW, RULES};
 use jwt_guard::cache::VerifiedCache;
-use jwt_guard::config::{Config, KeySource};
-use jwt_guard::flow::{evaluate, KeyStore, Keys, Outcome, Refetch, Request, Runtime};
-use jwt_guard::headers::HeaderSnapshot;
+use jwt_guard::config::Config;
 use jwt_guard::jwks::KeySet;
 use jwt_guard::policy::find_rule;
-use jwt_guard::verify::{self, RustCrypto};
-
-const NOW: i64 = 1_800_000_000;
-const ES_ISS: &str = "https://es256.bench.local";
-const RS_ISS: &str = "https://rs256.bench.local";
-const AUD: &str = "https://api.bench.local";
-const HOST: &str = "api.bench.local";
-const RULES: usize = 200;
-/// The path only the last rule matches.
-const LAST_PATH: &str = "/svc199/items/42";
-
-struct Fixture {
-    cfg: Config,
-    jwks: String,
-    es256: String,
-    rs256: String,
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn fixture() -> Fixture {
-    let ec = p256::ecdsa::SigningKey::random(&mut OsRng);
-    let rsa_key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).expect("rsa keygen");
-    let point = ec.verifying_key().to_encoded_point(false);
-    let rsa_pub = rsa_key.to_public_key();
-    let jwks = json!({"keys": [
-        {"kty": "EC", "crv": "P-256", "kid": "bench-es256", "use": "sig", "alg": "ES256",
-         "x": b64(point.x().expect("x")), "y": b64(point.y().expect("y"))},
-        {"kty": "RSA", "kid": "bench-rs256", "use": "sig", "alg": "RS256",
-         "n": b64(&rsa_pub.n().to_bytes_be()), "e": b64(&rsa_pub.e().to_bytes_be())}
-    ]})
-    .to_string();
-
-    // Like the tokens of `make bench`, plus the scope of the last rule.
-    let claims = |iss: &str| -> Claims<Map<String, Value>> {
-        let custom = json!({"iss": iss, "aud": AUD, "sub": "bench-client", "iat": NOW,
-                            "nbf": NOW - 5, "exp": NOW + 3600, "jti": "5f1c0a52-bench",
-                            "scope": "openid bench:read svc199:read profile"});
-        Claims::new(custom.as_object().cloned().expect("object"))
-    };
-    let es256 = Es256
-        .token(
-            &Header::empty().with_key_id("bench-es256"),
-            &claims(ES_ISS),
-            &ec,
-        )
-        .expect("sign es256");
-    let rs256 = Rsa::rs256()
-        .token(
-            &Header::empty().with_key_id("bench-rs256"),
-            &claims(RS_ISS),
-            &rsa_key,
-        )
-        .expect("sign rs256");
-
-    let rules: Vec<Value> = (0..RULES)
-        .map(|i| {
-            json!({"match": {"methods": ["GET"], "path_prefix": format!("/svc{i}"), "host": HOST},
-                   "require": {"providers": ["es", "rs"], "scopes": [format!("svc{i}:read")]}})
-        })
-        .collect();
-    let cfg = json!({
-        "providers": [
-            {"name": "es", "issuer": ES_ISS, "audiences": [AUD], "local_jwks": {"inline": jwks}},
-            {"name": "rs", "issuer": RS_ISS, "audiences": [AUD], "local_jwks": {"inline": jwks}}
-        ],
-        "rules": rules,
-        "default": "deny"
-    });
-    let cfg = Config::from_json(cfg.to_string().as_bytes()).expect("bench config");
-    Fixture {
-        cfg,
-        jwks,
-        es256,
-        rs256,
-    }
-}
-
-/// The providers' inline keys, always ready.
-struct LocalKeys<'a>(&'a Config);
-
-impl KeyStore for LocalKeys<'_> {
-    fn keys(&mut self, provider: usize) -> Keys {
-        match self.0.providers.get(provider).map(|p| &p.keys) {
-            Some(KeySource::Local(k)) => Keys::Ready(Arc::clone(k)),
-            _ => Keys::Unavailable,
-        }
-    }
-
-    fn refetch_for_unknown_kid(&mut self, _provider: usize) -> Refetch {
-        Refetch::Refused
-    }
-}
-
-fn decide(cfg: &Config, token: &str, cache: &mut VerifiedCache) -> Outcome {
-    let auth = format!("Bearer {token}");
-    let headers = HeaderSnapshot::from_pairs(&[("authorization", &auth)]);
-    let req = Request {
-        method: "GET",
-        authority: HOST,
-        path: LAST_PATH,
-        headers: &headers,
-        source: None,
-    };
-    let mut keys = LocalKeys(cfg);
-    let mut rt = Runtime {
-        keys: &mut keys,
-        cache,
-        crypto: &RustCrypto,
-        now: NOW,
-    };
-    evaluate(cfg, &req, &mut rt)
-}
-
-fn allowed(o: &Outcome) -> bool {
-    matches!(o, Outcome::Allow(a) if a.identity.is_some() && a.rule == Some(RULES - 1))
-}
+use jwt_guard::verify;
 
 fn benches(c: &mut Criterion) {
     let f = fixture();
