@@ -11,8 +11,7 @@ class Echo(BaseHTTPRequestHandler):
 
     def answer(self):
         length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
+        received = self.rfile.read(length) if length else b""
         # A chunked body is not read, so the connection cannot be reused.
         unread = "chunked" in (self.headers.get("transfer-encoding") or "").lower()
         body = json.dumps({
@@ -20,6 +19,7 @@ class Echo(BaseHTTPRequestHandler):
             "method": self.command,
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": received.decode(errors="replace"),
         }, indent=2).encode() + b"\n"
         self.send_response(200)
         self.send_header("content-type", "application/json")

@@ -27,6 +27,24 @@ impl Http {
     }
 }
 
+impl Http {
+    /// Pause while this request is among the VM's waiters; once the root has resumed (or
+    /// answered) it, the rest of the body flows.
+    fn hold_while_waiting(&self) -> Action {
+        if !self.waiting {
+            return Action::Continue;
+        }
+        let still_waiting = self.vm.try_borrow().map_or(true, |vm| {
+            vm.waiters.iter().any(|w| w.context_id == self.context_id)
+        });
+        if still_waiting {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+}
+
 impl Context for Http {
     fn on_done(&mut self) -> bool {
         if self.waiting {
@@ -69,5 +87,16 @@ impl HttpContext for Http {
         } else {
             Action::Pause
         }
+    }
+
+    // While the request waits for keys, its body and trailers wait too. Envoy keeps a
+    // paused request paused whatever these return, but proxy-wasm lets a host resume a
+    // request whose body callback says Continue: that would send it upstream undecided.
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        self.hold_while_waiting()
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.hold_while_waiting()
     }
 }

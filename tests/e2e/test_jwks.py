@@ -1,5 +1,7 @@
 """The JWKS lifecycle through a real Envoy, against an IdP whose answers the tests control."""
 
+import http.client
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -48,6 +50,49 @@ def test_cold_requests_get_503_after_the_fetch_timeout_never_hang(envoy_factory,
     r = envoy.get("/api", token(es), timeout=10)
     assert (r.status, r.code) == (503, "AUTH_130"), r
     assert time.monotonic() - start < 4
+
+
+def post_in_parts(envoy, tok, first, while_held, after_release=b""):
+    """POSTs `first + while_held + after_release` as the body: `first` with the headers,
+    `while_held` once Envoy holds the request (headers in, nothing sent upstream), and
+    `after_release` (if any) once the request has gone upstream."""
+    body = first + while_held + after_release
+    s = socket.create_connection(("127.0.0.1", envoy.port), timeout=15)
+    try:
+        s.sendall(f"POST /api HTTP/1.1\r\nhost: api\r\nauthorization: Bearer {tok}\r\n"
+                  f"content-type: text/plain\r\ncontent-length: {len(body)}\r\n\r\n".encode() + first)
+        harness.wait_for(lambda: envoy.stats().get("http.ingress.downstream_rq_active") == 1,
+                         what="Envoy to hold the request")
+        assert envoy.stats().get("cluster.upstream.upstream_rq_total", 0) == 0
+        s.sendall(while_held)
+        if after_release:
+            harness.wait_for(lambda: envoy.stats().get("cluster.upstream.upstream_rq_total") == 1,
+                             what="the request to go upstream once keys came")
+            s.sendall(after_release)
+        r = http.client.HTTPResponse(s)
+        r.begin()
+        text = r.read().decode()
+        return harness.Response(r.status, {k.lower(): v for k, v in r.getheaders()}, text)
+    finally:
+        s.close()
+
+
+def test_a_request_body_waits_with_its_request_and_goes_on_whole(envoy_factory, idp, es):
+    idp.set_json("/jwks", harness.jwks(es))
+    idp.hang(1.5)  # the request and part of its body arrive while the fetch is in flight
+    envoy = envoy_factory(plugin(idp.url("/jwks"), timeout_ms=5000), {"jwks": idp.port})
+    r = post_in_parts(envoy, token(es), b"hello ", b"wide ", b"world")
+    assert r.status == 200 and r.headers["x-upstream"] == "echo", r
+    assert r.json["body"] == "hello wide world"
+
+
+def test_a_request_body_never_carries_a_waiting_request_upstream(envoy_factory, idp, es):
+    idp.set_json("/jwks", harness.jwks(es))
+    idp.hang(30)  # keys never come in time
+    envoy = envoy_factory(plugin(idp.url("/jwks"), timeout_ms=1500), {"jwks": idp.port})
+    r = post_in_parts(envoy, token(es), b"hello ", b"world")
+    assert (r.status, r.code) == (503, "AUTH_130"), r
+    assert envoy.stats().get("cluster.upstream.upstream_rq_total", 0) == 0
 
 
 def test_rotation_new_key_accepted_after_one_refetch_old_key_refused(envoy_factory, idp, es):
