@@ -72,11 +72,15 @@ def wasm_filter(plugin):
     }
 
 
-def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port):
+def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port, filters=None):
     """Listener -> HCM -> [filter] -> router -> the echo upstream; `clusters` (name -> port)
     are the JWKS/IdP clusters the plugin names. `plugin=None` leaves the filter out (used to
-    check the harness itself)."""
-    filters = [] if plugin is None else [wasm_filter(plugin)]
+    check the harness itself); `filters` replaces it with other HTTP filters (Envoy's
+    native ones, to compare with)."""
+    if filters is not None:
+        filters = list(filters)
+    else:
+        filters = [] if plugin is None else [wasm_filter(plugin)]
     filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
     hcm = {
@@ -108,7 +112,7 @@ def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port):
 class Envoy:
     """One Envoy process on free ports, its bootstrap and log in a temp dir."""
 
-    def __init__(self, plugin, upstream_port, clusters=None, concurrency=1):
+    def __init__(self, plugin, upstream_port, clusters=None, concurrency=1, filters=None):
         # Envoy binds port 0 for both and reports what it got (wait_ready reads them), so
         # no port is chosen here that another process could take before Envoy binds it.
         self.port = self.admin_port = None
@@ -116,7 +120,7 @@ class Envoy:
         self.config_path = os.path.join(self.dir, "envoy.yaml")
         self.log_path = os.path.join(self.dir, "envoy.log")
         self.admin_address_path = os.path.join(self.dir, "admin-address")
-        config = bootstrap(plugin, upstream_port, clusters or {}, 0, 0)
+        config = bootstrap(plugin, upstream_port, clusters or {}, 0, 0, filters)
         with open(self.config_path, "w") as f:
             yaml.safe_dump(config, f, sort_keys=False)
         self.concurrency = concurrency
