@@ -7,7 +7,8 @@ use crate::config::Config;
 use crate::flow::{Identity, Outcome};
 
 /// The audit record of `outcome`, or `None` when the config does not log it (allowed
-/// requests are logged only with `audit_log.allowed`).
+/// requests only with `audit_log.allowed`, denials unless `audit_log.denied` is false;
+/// dry-run denials always, since reporting them is what dry run is for).
 pub fn record(cfg: &Config, outcome: &Outcome, method: &str, path: &str) -> Option<Value> {
     let (decision, rule, code, identity) = match outcome {
         Outcome::Allow(a) => match &a.dry_run_denial {
@@ -15,6 +16,7 @@ pub fn record(cfg: &Config, outcome: &Outcome, method: &str, path: &str) -> Opti
             None if cfg.audit_allowed => ("allow", a.rule, None, a.identity.as_ref()),
             None => return None,
         },
+        Outcome::Deny(_) if !cfg.audit_denied => return None,
         Outcome::Deny(d) => ("deny", d.rule, Some(d.denial.code), d.identity.as_ref()),
         Outcome::WaitForKeys { .. } => return None,
     };
@@ -40,4 +42,66 @@ pub fn record(cfg: &Config, outcome: &Outcome, method: &str, path: &str) -> Opti
         "method": method,
         "path": crate::policy::route_path(path),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deny::{Denial, DenyCode};
+    use crate::flow::{Allowed, Denied};
+
+    fn config(audit: &str) -> Config {
+        let jwks = crate::testkit::jwks_json();
+        let json = format!(
+            r#"{{"providers": [{{"name": "p", "issuer": "https://i", "local_jwks": {{"inline": {jwks}}}}}],
+                "rules": [{{"name": "api", "match": {{"path_prefix": "/"}}, "allow": "anonymous"}}]{audit}}}"#
+        );
+        Config::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn deny() -> Outcome {
+        Outcome::Deny(Denied {
+            rule: Some(0),
+            denial: Denial::new(DenyCode::TokenExpired),
+            identity: None,
+        })
+    }
+
+    fn allow(dry_run: Option<DenyCode>) -> Outcome {
+        Outcome::Allow(Allowed {
+            rule: Some(0),
+            identity: None,
+            dry_run_denial: dry_run.map(Denial::new),
+        })
+    }
+
+    #[test]
+    fn denials_by_default_allowed_requests_when_asked() {
+        let cfg = config("");
+        let line = record(&cfg, &deny(), "GET", "/a?token=secret").unwrap();
+        assert_eq!(line["code"], "AUTH_111");
+        assert_eq!(
+            (&line["decision"], &line["rule"]),
+            (&"deny".into(), &"api".into())
+        );
+        assert_eq!(line["path"], "/a", "no query string: it may carry a token");
+        assert!(record(&cfg, &allow(None), "GET", "/a").is_none());
+        let cfg = config(r#", "audit_log": {"allowed": true}"#);
+        assert_eq!(
+            record(&cfg, &allow(None), "GET", "/a").unwrap()["status"],
+            200
+        );
+        assert!(record(&cfg, &deny(), "GET", "/a").is_some());
+    }
+
+    #[test]
+    fn denials_can_be_left_out_but_not_dry_run_reports() {
+        let cfg = config(r#", "audit_log": {"denied": false}"#);
+        assert!(record(&cfg, &deny(), "GET", "/a").is_none());
+        let dry = record(&cfg, &allow(Some(DenyCode::TokenMissing)), "GET", "/a").unwrap();
+        assert_eq!(
+            (&dry["decision"], &dry["status"]),
+            (&"dry_run_deny".into(), &200.into())
+        );
+    }
 }

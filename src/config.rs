@@ -66,8 +66,11 @@ pub struct Config {
     pub default_action: Action,
     /// The default action only reports what it would refuse.
     pub default_dry_run: bool,
-    /// Audit-log allowed requests too (denials are always logged).
+    /// Audit-log allowed requests (off by default).
     pub audit_allowed: bool,
+    /// Audit-log denied requests (on by default; off when a flood of bad requests would
+    /// flood the log, the per-code stats still count them).
+    pub audit_denied: bool,
     /// Every header the filter may set upstream: removed from every incoming request, so
     /// a client can never supply its own identity.
     pub managed_headers: Vec<String>,
@@ -185,6 +188,12 @@ enum RawMode {
 struct RawAudit {
     #[serde(default)]
     allowed: bool,
+    #[serde(default = "yes")]
+    denied: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -425,7 +434,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         rules,
         default_action,
         default_dry_run: global_dry_run,
-        audit_allowed: raw.audit_log.is_some_and(|a| a.allowed),
+        audit_allowed: raw.audit_log.as_ref().is_some_and(|a| a.allowed),
+        audit_denied: raw.audit_log.as_ref().is_none_or(|a| a.denied),
         managed_headers,
         cache_entries,
         crypto: raw.crypto,

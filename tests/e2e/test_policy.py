@@ -239,6 +239,20 @@ def test_audit_log_one_line_per_decision_never_the_token(envoy, keys):
     assert token not in envoy.log_text()
 
 
+def test_audit_of_denials_can_be_turned_off_stats_still_count(upstream, envoy_factory, keys):
+    """Under a flood of bad requests a platform team may keep the log quiet."""
+    p = {"audit_log": {"allowed": True, "denied": False},
+         "providers": [provider("auth", AUTH, keys["auth"], audiences=["api"])],
+         "rules": [{"name": "api", "match": {"path_prefix": "/"}, "require": {}}]}
+    e = envoy_factory(p)
+    assert e.get("/x").code == "AUTH_100"
+    assert e.get("/x", auth_token(keys)).status == 200
+    # The allowed line comes after the denial: once it is in the log, the denial would be.
+    lines = harness.wait_for(lambda: audit_lines(e), timeout=5, what="the allowed request's line")
+    assert [a["decision"] for a in lines] == ["allow"]
+    assert e.stat("jwt_guard.denied.AUTH_100") == 1
+
+
 def test_stats_per_rule_and_per_code(envoy, keys):
     before = envoy.stats()
     envoy.get("/health")
