@@ -2,6 +2,7 @@
 body, the `WWW-Authenticate` challenge. Tokens are minted with PyJWT."""
 
 import json
+import random
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -264,6 +265,39 @@ def test_non_utf8_header_bytes_do_not_crash_the_worker(core, es):
         assert reply.startswith(b"HTTP/1.1 401"), reply
     for _ in range(8):
         assert core.get("/read", es.sign(good())).status == 200
+
+
+def mutants(token, rng):
+    """Tokens a careless or hostile client might send: the valid token with bytes flipped,
+    parts dropped, duplicated or swapped, JSON that is valid but of the wrong shape, and
+    huge or empty parts. Seeded, so a failure reproduces."""
+    header, payload, sig = token.split(".")
+    odd_json = [[], 1, "x", None, {"alg": ["ES256"]}, {"alg": "ES256", "kid": {"a": 1}},
+                {"alg": "ES256", "crit": ["exp"]}, {"alg": "ES256", "kid": "es-1", "jku": "http://evil"}]
+    enc = [harness.b64url(json.dumps(j).encode()) for j in odd_json]
+    out = [".".join([j, payload, sig]) for j in enc] + [".".join([header, j, sig]) for j in enc]
+    out += [header, f"{header}.{payload}", f"{header}.{payload}.{sig}.{sig}", f"{payload}.{header}.{sig}",
+            "..", ".", f"{header}..{sig}", "A" * 20000, f"{header}.{'A' * 9000}.{sig}",
+            f"{header}.{payload}.{sig[:-4]}", f"{header}.{payload}.", token.replace(".", "%2E")]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ "
+    for _ in range(150):
+        chars = list(token)
+        for _ in range(rng.randint(1, 4)):
+            chars[rng.randrange(len(chars))] = rng.choice(alphabet)
+        out.append("".join(chars).strip())
+    return [t for t in out if t != token]
+
+
+def test_mangled_tokens_get_401_and_never_hurt_the_workers(core, es):
+    token = es.sign(good())
+    for t in mutants(token, random.Random(20261123)):
+        r = core.get("/read", t)
+        # (Non-canonical base64, such as set padding bits, is refused too: never 200.)
+        assert r.status == 401 and r.code in ("AUTH_105", "AUTH_110", "AUTH_114"), (t, r)
+        assert 'error="invalid_token"' in r.headers["www-authenticate"], (t, r)
+    # Both workers still serve.
+    for _ in range(8):
+        assert core.get("/read", token).status == 200
 
 
 # ---- keys: one fetch for all workers, JWKS trouble at start, inline keys -----------------------
