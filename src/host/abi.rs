@@ -122,30 +122,30 @@ extern "C" {
     fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
 }
 
-/// Takes ownership of a buffer the host returned: it allocated it through the SDK's
-/// `proxy_on_memory_allocate`, as a boxed slice of exactly `size` bytes.
-///
-/// # Safety
-/// `data` must be null or such a buffer, not owned by anything else.
-unsafe fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
-    if data.is_null() {
-        None
-    } else {
-        // SAFETY: per the contract above, capacity and length are both `size`.
-        Some(unsafe { Vec::from_raw_parts(data, size, size) })
-    }
-}
-
-/// Calls a host function that returns a buffer; NotFound is `Ok(None)`, and Ok without a
-/// buffer (an empty header value, say) is an empty one.
-fn read_buffer(
+/// Calls a host function that hands back a buffer, and takes ownership of it: the host
+/// allocated it through the SDK's `proxy_on_memory_allocate`, as a boxed slice of exactly
+/// `size` bytes. Ok without a buffer is `Ok(None)`.
+fn call_for_buffer(
     call: impl FnOnce(*mut *mut u8, *mut usize) -> u32,
 ) -> Result<Option<Vec<u8>>, Status> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
-    match check(call(&mut data, &mut size)) {
-        // SAFETY: on Ok the host filled `data`/`size` with a buffer it allocated for us.
-        Ok(()) => Ok(Some(unsafe { owned(data, size) }.unwrap_or_default())),
+    check(call(&mut data, &mut size))?;
+    if data.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: on Ok the host filled `data`/`size` with a buffer it allocated for us and
+    // owns no longer; its capacity and length are both `size`.
+    Ok(Some(unsafe { Vec::from_raw_parts(data, size, size) }))
+}
+
+/// Like [`call_for_buffer`] for lookups: NotFound is `Ok(None)`, and Ok without a buffer
+/// (an empty header value, say) is an empty one.
+fn read_buffer(
+    call: impl FnOnce(*mut *mut u8, *mut usize) -> u32,
+) -> Result<Option<Vec<u8>>, Status> {
+    match call_for_buffer(call) {
+        Ok(buffer) => Ok(Some(buffer.unwrap_or_default())),
         Err(Status::NOT_FOUND) => Ok(None),
         Err(e) => Err(e),
     }
@@ -227,15 +227,13 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
 
 /// A shared-data value and its CAS token; an absent key is `(None, None)`.
 pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
-    let mut data: *mut u8 = null_mut();
-    let mut size: usize = 0;
     let mut cas: u32 = 0;
-    // SAFETY: key from a live &str; out-params are valid locals.
-    let status =
-        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
-    match check(status) {
-        // SAFETY: on Ok the host filled `data`/`size` with a buffer it allocated for us.
-        Ok(()) => Ok((unsafe { owned(data, size) }, Some(cas).filter(|c| *c != 0))),
+    let value = call_for_buffer(|data, size| {
+        // SAFETY: key from a live &str; out-params are valid locals.
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), data, size, &mut cas) }
+    });
+    match value {
+        Ok(value) => Ok((value, Some(cas).filter(|c| *c != 0))),
         Err(Status::NOT_FOUND) => Ok((None, None)),
         Err(e) => Err(e),
     }
@@ -291,24 +289,21 @@ pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
 }
 
 /// Calls a host extension such as Envoy's `verify_signature`.
+/// NotFound means "no such function" here, so it stays an error.
 pub fn foreign_function(name: &str, args: &[u8]) -> Result<Option<Vec<u8>>, Status> {
-    let mut data: *mut u8 = null_mut();
-    let mut size: usize = 0;
-    // SAFETY: pointers and lengths come from live slices; out-params are valid locals.
-    let status = unsafe {
-        proxy_call_foreign_function(
-            name.as_ptr(),
-            name.len(),
-            args.as_ptr(),
-            args.len(),
-            &mut data,
-            &mut size,
-        )
-    };
-    // NotFound means "no such function" here, so it stays an error.
-    check(status)?;
-    // SAFETY: on Ok the host filled `data`/`size` with a buffer it allocated for us.
-    Ok(unsafe { owned(data, size) })
+    call_for_buffer(|data, size| {
+        // SAFETY: pointers and lengths come from live slices; out-params are valid locals.
+        unsafe {
+            proxy_call_foreign_function(
+                name.as_ptr(),
+                name.len(),
+                args.as_ptr(),
+                args.len(),
+                data,
+                size,
+            )
+        }
+    })
 }
 
 /// Defines a counter or gauge (`COUNTER`, `GAUGE`); its id, if the host took it.

@@ -25,9 +25,7 @@ impl Http {
             waiting: false,
         }
     }
-}
 
-impl Http {
     /// Pause while this request is among the VM's waiters; once the root has resumed (or
     /// answered) it, the rest of the body flows.
     fn hold_while_waiting(&self) -> Action {

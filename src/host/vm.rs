@@ -59,10 +59,6 @@ pub struct Waiter {
     pub seen_version: u64,
 }
 
-fn metric(kind: u32, name: &str) -> Option<u32> {
-    abi::define_metric(kind, name)
-}
-
 pub fn bump(id: Option<u32>) {
     if let Some(id) = id {
         abi::increment_metric(id);
@@ -89,12 +85,12 @@ impl ProviderStats {
     fn define(provider: &str) -> ProviderStats {
         let name = |s: &str| format!("jwt_guard.provider.{provider}.{s}");
         ProviderStats {
-            fetch_attempt: metric(COUNTER, &name("jwks_fetch_attempt")),
-            fetch_success: metric(COUNTER, &name("jwks_fetch_success")),
-            fetch_failure: metric(COUNTER, &name("jwks_fetch_failure")),
-            unknown_kid_refetch: metric(COUNTER, &name("unknown_kid_refetch")),
-            keys_age_s: metric(GAUGE, &name("keys_age_s")),
-            stale: metric(GAUGE, &name("stale")),
+            fetch_attempt: abi::define_metric(COUNTER, &name("jwks_fetch_attempt")),
+            fetch_success: abi::define_metric(COUNTER, &name("jwks_fetch_success")),
+            fetch_failure: abi::define_metric(COUNTER, &name("jwks_fetch_failure")),
+            unknown_kid_refetch: abi::define_metric(COUNTER, &name("unknown_kid_refetch")),
+            keys_age_s: abi::define_metric(GAUGE, &name("keys_age_s")),
+            stale: abi::define_metric(GAUGE, &name("stale")),
         }
     }
 
@@ -119,7 +115,7 @@ pub struct Metrics {
 
 impl Metrics {
     fn define(config: &Config) -> Metrics {
-        let counter = |name: &str| metric(COUNTER, name);
+        let counter = |name: &str| abi::define_metric(COUNTER, name);
         let names = config
             .rules
             .iter()
