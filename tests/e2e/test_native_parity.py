@@ -115,11 +115,13 @@ def test_where_jwt_guard_differs_on_purpose(pair, es):
     # A wrong audience: native answers 403; RFC 6750 makes it an invalid token (401).
     token = es.sign(good(aud="https://other.test"))
     assert native.get("/api", token).status == 403
-    assert (guard.get("/api", token).status, guard.get("/api", token).code) == (401, "AUTH_107")
+    r = guard.get("/api", token)
+    assert (r.status, r.code) == (401, "AUTH_107"), r
     # No exp: native accepts a token that never expires; jwt-guard requires exp.
     token = es.sign(without("exp"))
     assert native.get("/api", token).status == 200
-    assert (guard.get("/api", token).status, guard.get("/api", token).code) == (401, "AUTH_116")
+    r = guard.get("/api", token)
+    assert (r.status, r.code) == (401, "AUTH_116"), r
 
 
 def test_denials_explain_themselves_where_native_does_not(pair, es):
