@@ -11,8 +11,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 IDP_DIR := demo/idp
+EXPRESS_DIR := tests/e2e/upstreams/express
+# Debian packages of the real upstreams in the e2e tests: Tomcat without its system service
+# (tomcat10-common, not tomcat10) and javac for the servlet.
+UPSTREAM_DEBS := tomcat10-common default-jdk-headless
 
-.PHONY: build setup venv node-deps wasm-target test test-unit test-e2e run bench bench-micro bench-wasm fmt lint clean
+.PHONY: build setup venv node-deps upstream-deps wasm-target test test-unit test-e2e run bench bench-micro bench-wasm fmt lint clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -29,7 +33,23 @@ $(IDP_DIR)/node_modules/.installed: $(IDP_DIR)/package.json $(IDP_DIR)/package-l
 	touch $@
 node-deps: $(IDP_DIR)/node_modules/.installed
 
-setup: wasm-target venv node-deps
+# apt-get (as root) only for what is missing, and `apt-get update` only then; re-checked
+# (dpkg -s, fast) when the Makefile changes, so a new entry in UPSTREAM_DEBS gets installed.
+$(VENV)/.upstream-debs: Makefile | $(VENV)/.installed
+	@missing=$$(for p in $(UPSTREAM_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	touch $@
+
+$(EXPRESS_DIR)/node_modules/.installed: $(EXPRESS_DIR)/package.json $(EXPRESS_DIR)/package-lock.json
+	cd $(EXPRESS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Flask comes with the venv (tests/requirements.txt).
+upstream-deps: venv $(VENV)/.upstream-debs $(EXPRESS_DIR)/node_modules/.installed
+
+setup: wasm-target venv node-deps upstream-deps
 
 build: wasm-target
 	cargo build --release --target $(WASM_TARGET)
@@ -38,7 +58,7 @@ build: wasm-target
 test-unit:
 	cargo test --all-targets
 
-test-e2e: build venv node-deps
+test-e2e: build venv node-deps upstream-deps
 	JWT_GUARD_WASM=$(abspath $(WASM)) ENVOY_BIN=$(abspath $(ENVOY)) $(PY) -m pytest -q tests/e2e
 
 test: test-unit test-e2e
@@ -69,4 +89,4 @@ lint: wasm-target
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(IDP_DIR)/node_modules
+	rm -rf $(VENV) $(IDP_DIR)/node_modules $(EXPRESS_DIR)/node_modules

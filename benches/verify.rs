@@ -23,11 +23,11 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 
-use fixture::{allowed, decide, fixture, ES_ISS, HOST, LAST_PATH, NOW, RULES};
+use fixture::{allowed, decide, fixture, AUD, ES_ISS, HOST, LAST_PATH, NOW, RULES};
 use jwt_guard::cache::VerifiedCache;
 use jwt_guard::config::Config;
 use jwt_guard::jwks::KeySet;
-use jwt_guard::policy::find_rule;
+use jwt_guard::routing::select_rules;
 use jwt_guard::verify;
 
 fn benches(c: &mut Criterion) {
@@ -53,8 +53,8 @@ fn benches(c: &mut Criterion) {
         );
     }
     assert_eq!(
-        find_rule(&f.cfg.rules, "GET", HOST, LAST_PATH),
-        Some(RULES - 1)
+        select_rules(&f.cfg.rules, "GET", HOST, LAST_PATH),
+        vec![Some(RULES - 1)]
     );
 
     let mut g = c.benchmark_group("parse");
@@ -83,11 +83,11 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("policy");
-    g.bench_function("find_rule/200_rules_match_last", |b| {
-        b.iter(|| find_rule(black_box(&f.cfg.rules), "GET", HOST, black_box(LAST_PATH)))
+    g.bench_function("select_rules/200_rules_match_last", |b| {
+        b.iter(|| select_rules(black_box(&f.cfg.rules), "GET", HOST, black_box(LAST_PATH)))
     });
-    g.bench_function("find_rule/200_rules_no_match", |b| {
-        b.iter(|| find_rule(black_box(&f.cfg.rules), "GET", HOST, black_box("/other/x")))
+    g.bench_function("select_rules/200_rules_no_match", |b| {
+        b.iter(|| select_rules(black_box(&f.cfg.rules), "GET", HOST, black_box("/other/x")))
     });
     g.finish();
 
@@ -105,7 +105,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     let cfg_json = json!({
-        "providers": [{"name": "es", "issuer": ES_ISS, "local_jwks": {"inline": f.jwks}}],
+        "providers": [{"name": "es", "issuer": ES_ISS, "audiences": [AUD], "local_jwks": {"inline": f.jwks}}],
         "rules": (0..RULES).map(|i| json!({"match": {"path_prefix": format!("/svc{i}")},
                                            "require": {"scopes": [format!("svc{i}:read")]}}))
                            .collect::<Vec<_>>()

@@ -40,7 +40,7 @@ pub fn record(cfg: &Config, outcome: &Outcome, method: &str, path: &str) -> Opti
         "sub": claim(identity, &["sub"]),
         "client_id": claim(identity, &["client_id", "azp"]),
         "method": method,
-        "path": crate::policy::route_path(path),
+        "path": crate::routing::route_path(path),
     }))
 }
 
@@ -53,7 +53,7 @@ mod tests {
     fn config(audit: &str) -> Config {
         let jwks = crate::testkit::jwks_json();
         let json = format!(
-            r#"{{"providers": [{{"name": "p", "issuer": "https://i", "local_jwks": {{"inline": {jwks}}}}}],
+            r#"{{"providers": [{{"name": "p", "issuer": "https://i", "audiences": "any", "local_jwks": {{"inline": {jwks}}}}}],
                 "rules": [{{"name": "api", "match": {{"path_prefix": "/"}}, "allow": "anonymous"}}]{audit}}}"#
         );
         Config::from_json(json.as_bytes()).unwrap()

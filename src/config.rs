@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::client_address::ClientAddressFrom;
 use crate::extract::TokenSource;
 use crate::jwks::KeySet;
 use crate::policy::{
     default_role_claims, Action, Check, ClaimPath, HostMatch, IpBinding, Matcher, PathMatch,
-    Pattern, Requirement, Rule,
+    Pattern, Principals, Requirement, Rule,
 };
 use crate::verify::Alg;
 
@@ -79,6 +80,8 @@ pub struct Config {
     pub crypto: CryptoBackend,
     /// Some provider or rule binds callers to networks, so decisions need the client address.
     pub uses_source_address: bool,
+    /// Where that address comes from.
+    pub client_address: ClientAddressFrom,
 }
 
 /// Who checks signatures.
@@ -103,8 +106,10 @@ pub struct ClaimHeader {
 pub struct Provider {
     pub name: String,
     pub issuer: String,
-    /// Empty: the audience is not checked.
+    /// Empty only when the config says `"audiences": "any"`: the audience is not checked.
     pub audiences: Vec<String>,
+    /// Accepted `typ` header values, lower case without `application/` (empty: any).
+    pub token_types: Vec<String>,
     pub keys: KeySource,
     pub algorithms: Vec<Alg>,
     pub clock_skew_s: u64,
@@ -168,6 +173,41 @@ struct RawConfig {
     cache: Option<RawCache>,
     #[serde(default)]
     crypto: CryptoBackend,
+    #[serde(default)]
+    path_matching: Option<RawPathMatching>,
+    #[serde(default)]
+    client_address: Option<RawClientAddress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathMatching {
+    #[serde(default)]
+    ignore_case: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientAddress {
+    from: RawAddressSource,
+    #[serde(default)]
+    trusted_hops: Option<usize>,
+}
+
+#[derive(Deserialize, PartialEq, Eq)]
+enum RawAddressSource {
+    #[serde(rename = "peer")]
+    Peer,
+    #[serde(rename = "x-forwarded-for")]
+    ForwardedFor,
+}
+
+/// `["aud", ...]`, or `"any"` to skip the check.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAudiences {
+    List(Vec<String>),
+    Any(String),
 }
 
 #[derive(Deserialize)]
@@ -202,7 +242,9 @@ struct RawProvider {
     name: String,
     issuer: String,
     #[serde(default)]
-    audiences: Vec<String>,
+    audiences: Option<RawAudiences>,
+    #[serde(default)]
+    token_types: Vec<String>,
     #[serde(default)]
     remote_jwks: Option<RawRemoteJwks>,
     #[serde(default)]
@@ -241,7 +283,7 @@ struct RawClaimHeader {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIpBinding {
-    principals: Vec<String>,
+    principals: serde_json::Value,
     cidrs: Vec<String>,
 }
 
@@ -312,6 +354,8 @@ struct RawMatch {
     methods: Vec<String>,
     #[serde(default)]
     host: Option<String>,
+    #[serde(default)]
+    ignore_case: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -324,7 +368,7 @@ struct RawRequire {
     #[serde(default)]
     roles: Option<RawNames>,
     #[serde(default)]
-    principals: Vec<String>,
+    principals: Option<serde_json::Value>,
     #[serde(default)]
     claims: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
@@ -407,10 +451,15 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(err("cache.max_entries", "must be at most 1000000"));
     }
     let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    let ignore_case = raw.path_matching.is_some_and(|p| p.ignore_case);
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (i, rr) in raw.rules.into_iter().enumerate() {
-        rules.push(compile_rule(rr, i, &names, global_dry_run)?);
+        rules.push(compile_rule(rr, i, &names, global_dry_run, ignore_case)?);
     }
+    let client_address = match raw.client_address {
+        None => ClientAddressFrom::Peer,
+        Some(c) => compile_client_address(&c)?,
+    };
     let default_action = match raw.default {
         None | Some(RawDefault::Deny) => Action::Deny,
         Some(RawDefault::Allow) => Action::Anonymous,
@@ -440,6 +489,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         cache_entries,
         crypto: raw.crypto,
         uses_source_address,
+        client_address,
     })
 }
 
@@ -450,10 +500,44 @@ fn compile_provider(rp: RawProvider, at: &str) -> Result<Provider, ConfigError> 
     if rp.issuer.trim().is_empty() {
         return Err(err(format!("{at}.issuer"), "must not be empty"));
     }
-    for (j, a) in rp.audiences.iter().enumerate() {
-        if a.is_empty() {
-            return Err(err(format!("{at}.audiences[{j}]"), "must not be empty"));
+    let audiences =
+        match rp.audiences {
+            None => return Err(err(
+                format!("{at}.audiences"),
+                "required: list the audiences this API accepts (the `aud` its tokens carry), or \
+             \"any\" to skip the check (then a token minted for any other service of this \
+             issuer passes too)",
+            )),
+            Some(RawAudiences::Any(a)) if a == "any" => Vec::new(),
+            Some(RawAudiences::Any(_)) => {
+                return Err(err(
+                    format!("{at}.audiences"),
+                    "a list of audiences, or \"any\"",
+                ))
+            }
+            Some(RawAudiences::List(list)) => {
+                if list.is_empty() {
+                    return Err(err(
+                        format!("{at}.audiences"),
+                        "must not be empty (write \"any\" to skip the check)",
+                    ));
+                }
+                if let Some(j) = list.iter().position(String::is_empty) {
+                    return Err(err(format!("{at}.audiences[{j}]"), "must not be empty"));
+                }
+                list
+            }
+        };
+    let mut token_types = Vec::with_capacity(rp.token_types.len());
+    for (j, t) in rp.token_types.iter().enumerate() {
+        let t = crate::verify::normalize_typ(t);
+        if t.is_empty() || !is_token_name(&t.replace(['+', '/'], "-")) {
+            return Err(err(
+                format!("{at}.token_types[{j}]"),
+                "must be a media type such as \"at+jwt\"",
+            ));
         }
+        token_types.push(t);
     }
     let keys = match (rp.remote_jwks, rp.discovery, rp.local_jwks) {
         (Some(r), None, None) => {
@@ -523,7 +607,8 @@ fn compile_provider(rp: RawProvider, at: &str) -> Result<Provider, ConfigError> 
     Ok(Provider {
         name: rp.name,
         issuer: rp.issuer,
-        audiences: rp.audiences,
+        audiences,
+        token_types,
         keys,
         algorithms,
         clock_skew_s,
@@ -694,6 +779,7 @@ fn compile_rule(
     index: usize,
     providers: &[&str],
     global_dry_run: bool,
+    ignore_case: bool,
 ) -> Result<Rule, ConfigError> {
     let at = format!("rules[{index}]");
     let m = rr.matcher;
@@ -769,6 +855,7 @@ fn compile_rule(
             path,
             methods,
             host,
+            ignore_case: m.ignore_case.unwrap_or(ignore_case),
         },
         action,
         dry_run,
@@ -849,9 +936,9 @@ fn compile_check(
         let (names, any) = compile_names(roles, &format!("{at}.roles"))?;
         checks.push(Check::Roles { names, any });
     }
-    if !req.principals.is_empty() {
-        checks.push(Check::Principals(compile_patterns(
-            &req.principals,
+    if let Some(p) = &req.principals {
+        checks.push(Check::Principals(compile_principals(
+            p,
             &format!("{at}.principals"),
         )?));
     }
@@ -924,6 +1011,55 @@ fn compile_names(raw: RawNames, at: &str) -> Result<(Vec<String>, bool), ConfigE
     Ok((names, any))
 }
 
+/// `{"email": ["a@b"], "client_id": ["svc-*"]}`: each claim with its own patterns.
+fn compile_principals(v: &serde_json::Value, at: &str) -> Result<Principals, ConfigError> {
+    let by_claim = match v {
+        serde_json::Value::Object(map) if !map.is_empty() => map,
+        serde_json::Value::Array(_) => {
+            return Err(err(
+                at,
+                "name the claim each principal is compared with, e.g. {\"email\": [...]} or \
+                 {\"client_id\": [...]}: a bare list would match sub, email, azp and \
+                 client_id alike, so a token whose sub equals an allowed e-mail would pass",
+            ))
+        }
+        _ => return Err(err(at, "an object of claim name -> list of patterns")),
+    };
+    let mut out = Vec::with_capacity(by_claim.len());
+    for (claim, patterns) in by_claim {
+        let here = format!("{at}.{claim}");
+        let path = ClaimPath::parse(claim).map_err(|m| err(&here, m))?;
+        let list: Vec<String> = match patterns {
+            serde_json::Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| err(&here, "patterns are strings"))?,
+            _ => return Err(err(&here, "a non-empty list of patterns")),
+        };
+        out.push((path, compile_patterns(&list, &here)?));
+    }
+    Ok(Principals(out))
+}
+
+fn compile_client_address(c: &RawClientAddress) -> Result<ClientAddressFrom, ConfigError> {
+    match (&c.from, c.trusted_hops) {
+        (RawAddressSource::Peer, None) => Ok(ClientAddressFrom::Peer),
+        (RawAddressSource::Peer, Some(_)) => Err(err(
+            "client_address.trusted_hops",
+            "only with \"from\": \"x-forwarded-for\"",
+        )),
+        (RawAddressSource::ForwardedFor, Some(n)) if (1..=16).contains(&n) => {
+            Ok(ClientAddressFrom::ForwardedFor { trusted_hops: n })
+        }
+        (RawAddressSource::ForwardedFor, _) => Err(err(
+            "client_address.trusted_hops",
+            "required with x-forwarded-for: how many addresses at its right end were \
+             written by proxies you trust (1 to 16)",
+        )),
+    }
+}
+
 fn compile_patterns(list: &[String], at: &str) -> Result<Vec<Pattern>, ConfigError> {
     list.iter()
         .enumerate()
@@ -935,9 +1071,6 @@ fn compile_bindings(list: &[RawIpBinding], at: &str) -> Result<Vec<IpBinding>, C
     let mut out = Vec::with_capacity(list.len());
     for (j, b) in list.iter().enumerate() {
         let here = format!("{at}[{j}]");
-        if b.principals.is_empty() {
-            return Err(err(format!("{here}.principals"), "must not be empty"));
-        }
         if b.cidrs.is_empty() {
             return Err(err(format!("{here}.cidrs"), "must not be empty"));
         }
@@ -955,7 +1088,7 @@ fn compile_bindings(list: &[RawIpBinding], at: &str) -> Result<Vec<IpBinding>, C
             cidrs.push(net.trunc());
         }
         out.push(IpBinding {
-            principals: compile_patterns(&b.principals, &format!("{here}.principals"))?,
+            principals: compile_principals(&b.principals, &format!("{here}.principals"))?,
             cidrs,
         });
     }
@@ -1096,6 +1229,86 @@ mod tests {
     }
 
     #[test]
+    fn audiences_are_required_and_any_is_explicit() {
+        let mut v = base();
+        v["providers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("audiences");
+        let e = load(v).unwrap_err();
+        assert_eq!(e.path, "providers[0].audiences");
+        assert!(e.message.contains("\"any\""), "{e}");
+        for bad in [
+            serde_json::json!([]),
+            serde_json::json!(["a", ""]),
+            "all".into(),
+        ] {
+            let mut v = base();
+            v["providers"][0]["audiences"] = bad.clone();
+            assert!(
+                load(v)
+                    .unwrap_err()
+                    .path
+                    .starts_with("providers[0].audiences"),
+                "{bad}"
+            );
+        }
+        let mut v = base();
+        v["providers"][0]["audiences"] = "any".into();
+        assert!(load(v).unwrap().providers[0].audiences.is_empty());
+    }
+
+    #[test]
+    fn token_types_client_address_and_case() {
+        let mut v = base();
+        v["providers"][0]["token_types"] = serde_json::json!(["application/AT+JWT", "jwt"]);
+        v["client_address"] = serde_json::json!({"from": "x-forwarded-for", "trusted_hops": 2});
+        v["path_matching"] = serde_json::json!({"ignore_case": true});
+        v["rules"][0]["match"]["ignore_case"] = false.into();
+        let c = load(v).unwrap();
+        assert_eq!(c.providers[0].token_types, vec!["at+jwt", "jwt"]);
+        assert_eq!(
+            c.client_address,
+            ClientAddressFrom::ForwardedFor { trusted_hops: 2 }
+        );
+        assert!(
+            !c.rules[0].matcher.ignore_case,
+            "the rule's own setting wins"
+        );
+        assert!(c.rules[1].matcher.ignore_case);
+        assert_eq!(
+            load(base()).unwrap().client_address,
+            ClientAddressFrom::Peer
+        );
+        let bad = [
+            (
+                "client_address",
+                serde_json::json!({"from": "x-forwarded-for"}),
+            ),
+            (
+                "client_address",
+                serde_json::json!({"from": "peer", "trusted_hops": 1}),
+            ),
+            (
+                "client_address",
+                serde_json::json!({"from": "x-forwarded-for", "trusted_hops": 0}),
+            ),
+            ("client_address", serde_json::json!({"from": "header"})),
+        ];
+        for (field, value) in bad {
+            let mut v = base();
+            v[field] = value.clone();
+            assert!(load(v).unwrap_err().path.starts_with(field), "{value}");
+        }
+        let mut v = base();
+        v["providers"][0]["token_types"] = serde_json::json!(["a b"]);
+        assert_eq!(load(v).unwrap_err().path, "providers[0].token_types[0]");
+        let mut v = base();
+        v["rules"][0]["match"]["host"] = "api.example.com:443".into();
+        assert_eq!(load(v).unwrap_err().path, "rules[0].match.host");
+    }
+
+    #[test]
     fn rule_naming_unknown_provider_is_refused() {
         let mut v = base();
         v["rules"][1]["require"]["providers"][0] = "nope".into();
@@ -1194,9 +1407,9 @@ mod tests {
         let mut v = base();
         v["rules"][1]["require"] = serde_json::json!({
             "any": [{"roles": {"any_of": ["admin", "my-api:reader"]}},
-                    {"principals": ["*@proj.iam.gserviceaccount.com"], "claims": {"email_verified": true}}],
+                    {"principals": {"email": ["*@proj.iam.gserviceaccount.com"]}, "claims": {"email_verified": true}}],
             "audiences": ["https://svc.a.run.app"], "allow_missing": true,
-            "ip_bindings": [{"principals": ["val_svc_*"], "cidrs": ["10.0.1.0/24", "10.0.2.7"]}]});
+            "ip_bindings": [{"principals": {"client_id": ["val_svc_*"]}, "cidrs": ["10.0.1.0/24", "10.0.2.7"]}]});
         v["rules"][1]["name"] = "workflows-read".into();
         v["rules"][1]["mode"] = "dry_run".into();
         let c = load(v).unwrap();
@@ -1228,15 +1441,23 @@ mod tests {
             ),
             (serde_json::json!({"scopes": []}), "rules[1].require.scopes"),
             (
-                serde_json::json!({"principals": ["a*b"]}),
-                "rules[1].require.principals[0]",
+                serde_json::json!({"principals": {"sub": ["a*b"]}}),
+                "rules[1].require.principals.sub[0]",
+            ),
+            (
+                serde_json::json!({"principals": ["someone@example.com"]}),
+                "rules[1].require.principals",
+            ),
+            (
+                serde_json::json!({"principals": {"email": []}}),
+                "rules[1].require.principals.email",
             ),
             (
                 serde_json::json!({"claims": {"a..b": [1]}}),
                 "rules[1].require.claims.a..b",
             ),
             (
-                serde_json::json!({"ip_bindings": [{"principals": ["x"], "cidrs": ["10.0.0.0/33"]}]}),
+                serde_json::json!({"ip_bindings": [{"principals": {"sub": ["x"]}, "cidrs": ["10.0.0.0/33"]}]}),
                 "rules[1].require.ip_bindings[0].cidrs[0]",
             ),
             (

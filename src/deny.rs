@@ -25,10 +25,11 @@ pub enum DenyCode {
     AccessDenied,
     KeysUnavailable,
     KeysStale,
+    TypeNotAccepted,
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 17] = [
+    pub const ALL: [DenyCode; 18] = [
         DenyCode::TokenMissing,
         DenyCode::TokenAmbiguous,
         DenyCode::InsufficientScope,
@@ -46,6 +47,7 @@ impl DenyCode {
         DenyCode::AccessDenied,
         DenyCode::KeysUnavailable,
         DenyCode::KeysStale,
+        DenyCode::TypeNotAccepted,
     ];
 
     pub fn code(self) -> &'static str {
@@ -63,6 +65,7 @@ impl DenyCode {
             DenyCode::KeyNotFound => "AUTH_115",
             DenyCode::ClaimInvalid => "AUTH_116",
             DenyCode::TokenAmbiguous => "AUTH_117",
+            DenyCode::TypeNotAccepted => "AUTH_118",
             DenyCode::RouteDenied => "AUTH_120",
             DenyCode::AccessDenied => "AUTH_121",
             DenyCode::KeysUnavailable => "AUTH_130",
@@ -82,7 +85,8 @@ impl DenyCode {
             | DenyCode::IssuerInvalid
             | DenyCode::AlgorithmNotAllowed
             | DenyCode::KeyNotFound
-            | DenyCode::ClaimInvalid => 401,
+            | DenyCode::ClaimInvalid
+            | DenyCode::TypeNotAccepted => 401,
             DenyCode::InsufficientScope
             | DenyCode::IpNotAllowed
             | DenyCode::RouteDenied
@@ -120,6 +124,7 @@ impl DenyCode {
             DenyCode::AlgorithmNotAllowed => "the token signing algorithm is not allowed",
             DenyCode::KeyNotFound => "no key is known for the token",
             DenyCode::ClaimInvalid => "a required claim is missing or malformed",
+            DenyCode::TypeNotAccepted => "the token type is not accepted",
             DenyCode::TokenAmbiguous => "the request carries more than one token",
             DenyCode::RouteDenied => "this route is not open to any caller",
             DenyCode::AccessDenied => "the caller is not allowed on this route",
@@ -144,6 +149,7 @@ impl From<&VerifyError> for DenyCode {
             VerifyError::NotYetValid => DenyCode::TokenNotYetValid,
             VerifyError::IssuerMismatch => DenyCode::IssuerInvalid,
             VerifyError::AudienceMismatch => DenyCode::AudienceInvalid,
+            VerifyError::TypeNotAccepted => DenyCode::TypeNotAccepted,
         }
     }
 }

@@ -21,19 +21,28 @@ pub struct Found {
     pub source: TokenSource,
 }
 
-/// More than one token in one request: RFC 6750 §2 forbids it, and a filter that verified
-/// one of them must not forward the others to an upstream that might read those instead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ambiguous;
+/// Why no single token could be taken from a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtractError {
+    /// More than one token: RFC 6750 §2 forbids it, and a filter that verified one of them
+    /// must not forward the others to an upstream that might read those instead.
+    Ambiguous,
+    /// A credential in a token header that is not a well-formed bearer credential
+    /// (`Bearer\t<t>`, `Bearer:<t>`, `Bearer<t>`, `Basic x,Bearer <t>`): the client meant to
+    /// send a token, and an upstream may well read one there, so it is not "no token".
+    Malformed,
+}
 
 /// Looks for the token in `sources`. Every place is searched, each repeated header, query
-/// parameter and cookie counted: one token is `Some`, none is `None`, more than one is
-/// [`Ambiguous`]. A header that carries another scheme (say `Basic`) is not a token.
+/// parameter and cookie counted, and each spelling an upstream may take for the same
+/// name (`x_jwt` for `x-jwt`, `access%5Ftoken` or `access_token[]` for `access_token`):
+/// one token is `Some`, none is `None`, more than one is [`ExtractError::Ambiguous`]. A
+/// header that carries another scheme (say `Basic`) is not a token.
 pub fn find_token<'s>(
     sources: impl IntoIterator<Item = &'s TokenSource>,
     headers: &HeaderSnapshot,
     path: &str,
-) -> Result<Option<Found>, Ambiguous> {
+) -> Result<Option<Found>, ExtractError> {
     let mut found: Option<Found> = None;
     let mut seen: Vec<&TokenSource> = Vec::new();
     for source in sources {
@@ -43,10 +52,17 @@ pub fn find_token<'s>(
         }
         seen.push(source);
         let tokens: Vec<String> = match source {
-            TokenSource::Header { name, prefix } => headers
-                .get_all(name)
-                .filter_map(|v| strip_prefix(&v, prefix))
-                .collect(),
+            TokenSource::Header { name, prefix } => {
+                let mut tokens = Vec::new();
+                for value in headers.get_all_spellings(name) {
+                    match credential(&value, prefix) {
+                        Credential::Token(t) => tokens.push(t),
+                        Credential::Malformed => return Err(ExtractError::Malformed),
+                        Credential::Other => {}
+                    }
+                }
+                tokens
+            }
             TokenSource::Query(name) => query_params(path, name).collect(),
             TokenSource::Cookie(name) => headers
                 .get_all("cookie")
@@ -55,7 +71,7 @@ pub fn find_token<'s>(
         };
         for token in tokens {
             if found.is_some() {
-                return Err(Ambiguous);
+                return Err(ExtractError::Ambiguous);
             }
             found = Some(Found {
                 token,
@@ -66,37 +82,116 @@ pub fn find_token<'s>(
     Ok(found)
 }
 
-/// `Bearer abc` -> `abc`; `Bearer` or `Bearer   ` -> `` (an empty token, reported as malformed
-/// rather than missing, since the client meant to send one).
-fn strip_prefix(value: &str, prefix: &str) -> Option<String> {
-    let value = value.trim();
+/// What a token header's value holds.
+enum Credential {
+    Token(String),
+    /// Another scheme (`Basic ...`): not a token.
+    Other,
+    Malformed,
+}
+
+/// `Bearer abc` -> `abc`; `Bearer` or `Bearer   ` -> `` (an empty token, reported as
+/// malformed rather than missing, since the client meant to send one). The scheme is
+/// case-insensitive and followed by spaces, then one token68 (RFC 7235 §2.1); anything
+/// else that names the scheme is malformed.
+fn credential(value: &str, prefix: &str) -> Credential {
+    let value = value.trim_matches([' ', '\t']);
     if prefix.is_empty() {
-        return Some(value.to_string());
+        return Credential::Token(value.to_string());
     }
     let scheme = prefix.trim_end();
-    let head = value.get(..prefix.len());
-    if head.is_some_and(|h| h.eq_ignore_ascii_case(prefix)) {
-        return value.get(prefix.len()..).map(|t| t.trim().to_string());
+    let separator = prefix.get(scheme.len()..).unwrap_or_default();
+    let Some(rest) = strip_prefix_ignore_case(value, scheme) else {
+        // `Basic x, Bearer <t>` (two credentials joined into one header) names the scheme
+        // too; an upstream may split it and read the token.
+        let names_scheme = value.split(',').any(|part| {
+            strip_prefix_ignore_case(part.trim_start_matches([' ', '\t']), scheme).is_some()
+        });
+        return if names_scheme {
+            Credential::Malformed
+        } else {
+            Credential::Other
+        };
+    };
+    if rest.is_empty() {
+        return Credential::Token(String::new());
     }
-    if value.eq_ignore_ascii_case(scheme) {
-        return Some(String::new());
+    let token = if separator.is_empty() {
+        rest
+    } else {
+        match rest.strip_prefix(separator) {
+            Some(t) => t.trim_start_matches(' '),
+            None => return Credential::Malformed,
+        }
+    };
+    if token.is_empty() || is_token68(token) {
+        Credential::Token(token.to_string())
+    } else {
+        Credential::Malformed
     }
-    None
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| s.get(prefix.len()..))
+        .flatten()
+}
+
+/// RFC 7235 token68: the characters a bearer token (and a JWT) is made of.
+fn is_token68(t: &str) -> bool {
+    let body = t.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+/// A parameter or cookie name as frameworks compare it: percent-decoded (`+` as space),
+/// an array suffix cut (`name[]`, `name[0]`: PHP, Rails, qs), and `.` and space read as
+/// `_` (PHP).
+fn name_key(raw: &str) -> String {
+    let decoded = form_decode(raw);
+    let base = decoded.split('[').next().unwrap_or_default();
+    base.replace(['.', ' '], "_")
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |at: usize| bytes.get(at).and_then(|c| (*c as char).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+                i += 3;
+                continue;
+            }
+            (b'+', _, _) => out.push(b' '),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn query_params<'a>(path: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
     let query = path.split_once('?').map_or("", |(_, q)| q);
     let query = query.split('#').next().unwrap_or("");
+    let key = name_key(name);
     query.split('&').filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (!pair.is_empty() && k == name).then(|| v.to_string())
+        (!pair.is_empty() && name_key(k) == key).then(|| form_decode(v))
     })
 }
 
 fn cookies<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    let key = name_key(name);
     header.split(';').filter_map(move |pair| {
         let (k, v) = pair.trim().split_once('=')?;
-        (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+        (name_key(k.trim()) == key).then(|| form_decode(v.trim().trim_matches('"')))
     })
 }
 
@@ -105,9 +200,10 @@ pub fn path_without_param(path: &str, name: &str) -> String {
     let Some((base, query)) = path.split_once('?') else {
         return path.to_string();
     };
+    let key = name_key(name);
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .filter(|pair| name_key(pair.split_once('=').map_or(*pair, |(k, _)| k)) != key)
         .collect();
     if kept.is_empty() {
         base.to_string()
@@ -118,11 +214,13 @@ pub fn path_without_param(path: &str, name: &str) -> String {
 
 /// The `cookie` header with cookie `name` removed; `None` when nothing is left.
 pub fn cookie_header_without(header: &str, name: &str) -> Option<String> {
+    let key = name_key(name);
     let kept: Vec<&str> = header
         .split(';')
         .map(str::trim)
         .filter(|pair| {
-            !pair.is_empty() && pair.split_once('=').map_or(*pair, |(k, _)| k.trim()) != name
+            !pair.is_empty()
+                && name_key(pair.split_once('=').map_or(*pair, |(k, _)| k.trim())) != key
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
@@ -169,9 +267,84 @@ mod tests {
         assert_eq!(one(&bearer(), &h, "/").unwrap().token, "");
         let h = headers(&[("authorization", "Bearer ")]);
         assert_eq!(one(&bearer(), &h, "/").unwrap().token, "");
-        let h = headers(&[("authorization", "Bearerabc")]);
-        assert_eq!(one(&bearer(), &h, "/"), None);
         assert_eq!(one(&bearer(), &headers(&[]), "/"), None);
+    }
+
+    #[test]
+    fn a_credential_that_names_the_scheme_but_is_not_well_formed_is_malformed() {
+        for v in [
+            "Bearer\ta.b.c",
+            "Bearera.b.c",
+            "Bearer:a.b.c",
+            "Bearer a.b.c d.e.f",
+            "Bearer a.b.c,Bearer d.e.f",
+            "Basic dXNlcjpwdw==,Bearer a.b.c",
+            "Basic x, bearer a.b.c",
+            "Bearer a.b.c\u{a0}",
+        ] {
+            let h = headers(&[("authorization", v)]);
+            assert_eq!(
+                find_token(&bearer(), &h, "/"),
+                Err(ExtractError::Malformed),
+                "{v:?}"
+            );
+        }
+        // Other schemes, alone, are simply not ours.
+        for v in [
+            "Basic dXNlcjpwdw==",
+            "Digest username=\"a\", realm=\"b\"",
+            "Negotiate x",
+        ] {
+            let h = headers(&[("authorization", v)]);
+            assert_eq!(one(&bearer(), &h, "/"), None, "{v:?}");
+        }
+        // Padding and the other token68 characters are fine.
+        let h = headers(&[("authorization", "Bearer  ab-c_d~e+f/g==")]);
+        assert_eq!(one(&bearer(), &h, "/").unwrap().token, "ab-c_d~e+f/g==");
+    }
+
+    #[test]
+    fn a_second_token_under_another_spelling_of_the_name_is_still_a_second_token() {
+        let sources = vec![
+            bearer().remove(0),
+            TokenSource::Query("access_token".into()),
+            TokenSource::Cookie("session".into()),
+            TokenSource::Header {
+                name: "x-jwt".into(),
+                prefix: String::new(),
+            },
+        ];
+        let auth = ("authorization", "Bearer a.b.c");
+        for (extra, path) in [
+            (None, "/?access%5Ftoken=d.e.f"),
+            (None, "/?%61ccess_token=d.e.f"),
+            (None, "/?access_token[]=d.e.f"),
+            (None, "/?access_token%5B0%5D=d.e.f"),
+            (None, "/?access.token=d.e.f"),
+            (None, "/?access+token=d.e.f"),
+            (Some(("cookie", "sess%69on=d.e.f")), "/"),
+            (Some(("x_jwt", "d.e.f")), "/"),
+        ] {
+            let mut pairs = vec![auth];
+            pairs.extend(extra);
+            assert_eq!(
+                find_token(&sources, &headers(&pairs), path),
+                Err(ExtractError::Ambiguous),
+                "{extra:?} {path}"
+            );
+        }
+        // Alone, an encoded name is found (and its value decoded, as the upstream would).
+        let f = one(&sources, &headers(&[]), "/?access%5Ftoken=a%2Eb.c").unwrap();
+        assert_eq!(f.token, "a.b.c");
+        assert_eq!(f.source, TokenSource::Query("access_token".into()));
+        assert_eq!(
+            path_without_param("/a?access%5Ftoken=t&x=1&access_token[]=u", "access_token"),
+            "/a?x=1"
+        );
+        assert_eq!(
+            cookie_header_without("a=1; sess%69on=t", "session").as_deref(),
+            Some("a=1")
+        );
     }
 
     #[test]
@@ -218,7 +391,11 @@ mod tests {
                 "/",
             ),
         ] {
-            assert_eq!(find_token(&both, &h, path), Err(Ambiguous), "{h:?} {path}");
+            assert_eq!(
+                find_token(&both, &h, path),
+                Err(ExtractError::Ambiguous),
+                "{h:?} {path}"
+            );
         }
         // Another scheme next to the bearer token is not a second token.
         let h = headers(&[

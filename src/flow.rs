@@ -7,10 +7,11 @@ use std::sync::Arc;
 use crate::cache::VerifiedCache;
 use crate::config::{Config, MAX_SKEW_S};
 use crate::deny::{Denial, DenyCode};
-use crate::extract::{find_token, Ambiguous, TokenSource};
+use crate::extract::{find_token, ExtractError, TokenSource};
 use crate::headers::HeaderSnapshot;
 use crate::jwks::KeySet;
-use crate::policy::{find_rule, source_allowed, Action, Requirement, Subject, Unmet};
+use crate::policy::{source_allowed, Action, Requirement, Subject, Unmet};
+use crate::routing::select_rules;
 use crate::verify::{self, Crypto, Verified, VerifyError};
 
 /// What the filter sees of a request.
@@ -115,9 +116,37 @@ pub struct Runtime<'a> {
     pub now: i64,
 }
 
-/// Decides what to do with `req`.
+/// Decides what to do with `req`. Every rule that some reading of the request selects
+/// (see [`crate::routing`]) must let it through: an upstream serves one of those readings,
+/// and the filter cannot know which, so the strictest decides.
 pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcome {
-    let rule = find_rule(&cfg.rules, req.method, req.authority, req.path);
+    let selected = select_rules(&cfg.rules, req.method, req.authority, req.path);
+    let mut allowed: Option<Allowed> = None;
+    for rule in selected {
+        match evaluate_rule(cfg, rule, req, rt) {
+            Outcome::Allow(a) => match &mut allowed {
+                None => allowed = Some(a),
+                Some(first) => {
+                    first.identity = first.identity.take().or(a.identity);
+                    first.dry_run_denial = first.dry_run_denial.take().or(a.dry_run_denial);
+                }
+            },
+            refused_or_waiting => return refused_or_waiting,
+        }
+    }
+    match allowed {
+        Some(a) => Outcome::Allow(a),
+        None => evaluate_rule(cfg, None, req, rt),
+    }
+}
+
+/// The decision of one rule (`None`: the default).
+fn evaluate_rule(
+    cfg: &Config,
+    rule: Option<usize>,
+    req: &Request<'_>,
+    rt: &mut Runtime<'_>,
+) -> Outcome {
     let (action, dry_run) = match rule.and_then(|i| cfg.rules.get(i)) {
         Some(r) => (&r.action, r.dry_run),
         None => (&cfg.default_action, cfg.default_dry_run),
@@ -158,8 +187,12 @@ fn authenticate(
         .iter()
         .filter_map(|&i| cfg.providers.get(i))
         .flat_map(|p| &p.token_sources);
-    let found = find_token(sources, req.headers, req.path)
-        .map_err(|Ambiguous| Stop::deny(DenyCode::TokenAmbiguous))?;
+    let found = find_token(sources, req.headers, req.path).map_err(|e| {
+        Stop::deny(match e {
+            ExtractError::Ambiguous => DenyCode::TokenAmbiguous,
+            ExtractError::Malformed => DenyCode::TokenMalformed,
+        })
+    })?;
     let Some(found) = found else {
         return if requirement.allow_missing {
             Ok(None)
@@ -249,17 +282,15 @@ fn verify_fresh(
     rt: &mut Runtime<'_>,
 ) -> Result<(usize, Arc<Verified>), Stop> {
     let untrusted = verify::parse(token).map_err(|e| Stop::deny((&e).into()))?;
-    // With several providers, the token's own (unverified) issuer says which one verifies it.
-    let index = match candidates {
-        [only] => *only,
-        many => {
-            let iss = verify::unverified_issuer(&untrusted);
-            many.iter()
-                .copied()
-                .find(|&i| cfg.providers.get(i).map(|p| &p.issuer) == iss.as_ref())
-                .ok_or_else(|| Stop::deny(DenyCode::IssuerInvalid))?
-        }
-    };
+    // The token's own (unverified) issuer says which provider verifies it. A token from a
+    // provider the rule does not name is refused here, before its `kid` could make a
+    // named provider refetch its keys.
+    let iss = verify::unverified_issuer(&untrusted).map_err(|e| Stop::deny((&e).into()))?;
+    let index = candidates
+        .iter()
+        .copied()
+        .find(|&i| cfg.providers.get(i).map(|p| &p.issuer) == iss.as_ref())
+        .ok_or_else(|| Stop::deny(DenyCode::IssuerInvalid))?;
     let provider = cfg
         .providers
         .get(index)
@@ -301,7 +332,7 @@ mod tests {
             "providers": [
                 {"name": "corp", "issuer": ISS, "audiences": [AUD],
                  "remote_jwks": {"uri": "http://idp/jwks", "cluster": "idp"},
-                 "ip_bindings": [{"principals": ["bound-client"], "cidrs": ["10.0.1.0/24"]}]},
+                 "ip_bindings": [{"principals": {"client_id": ["bound-client"]}, "cidrs": ["10.0.1.0/24"]}]},
                 {"name": "google", "issuer": "https://accounts.google.com", "audiences": [AUD],
                  "local_jwks": {"inline": jwks_json()}, "from_params": ["access_token"]}
             ],
@@ -390,7 +421,11 @@ mod tests {
                 authority: "api.example.com",
                 path: self.path,
                 headers: &headers,
-                source: crate::policy::parse_source_address(self.source),
+                source: self
+                    .source
+                    .parse::<std::net::SocketAddr>()
+                    .ok()
+                    .map(|a| a.ip()),
             };
             let mut store = FakeStore {
                 keys: key_set,
@@ -600,11 +635,114 @@ mod tests {
     }
 
     #[test]
+    fn every_rule_a_reading_selects_must_allow() {
+        let cfg = config(default_rules());
+        // Servlet containers serve `/health/..;/workflows` as `/workflows`: the public
+        // /health rule alone must not decide it.
+        for path in ["/health/..;/workflows", "/health/%2e%2e/workflows"] {
+            assert_eq!(code(&call(path).run(&cfg)), Some("AUTH_100"), "{path}");
+            let ok = call(path).token(&claims(NOW)).run(&cfg);
+            assert!(allowed_provider(&ok).is_some(), "{path}: {ok:?}");
+        }
+        // As sent, `/workflows;x` is no rule's path (Express would read the segment
+        // `workflows;x`), so the default (deny) is one of the readings and wins.
+        for path in ["/health;x/../workflows", "/workflows;x"] {
+            let r = call(path).token(&claims(NOW)).run(&cfg);
+            assert_eq!(code(&r), Some("AUTH_120"), "{path}");
+        }
+        // A POST needs workflow:write whichever reading the upstream takes.
+        let post = Call {
+            method: "POST",
+            ..call("/health/../workflows")
+        }
+        .token(&claims(NOW));
+        assert_eq!(code(&post.run(&cfg)), Some("AUTH_102"));
+        // HEAD is served by the GET handler: the GET rule applies, not a public fallback.
+        let cfg = config(json!([
+            {"match": {"methods": ["GET"], "path_prefix": "/workflows"},
+             "require": {"scopes": ["workflow:read"]}},
+            {"match": {"path_prefix": "/"}, "allow": "anonymous"}
+        ]));
+        let head = Call {
+            method: "HEAD",
+            ..call("/workflows")
+        };
+        assert_eq!(code(&head.run(&cfg)), Some("AUTH_100"));
+        assert!(allowed_provider(&head.token(&claims(NOW)).run(&cfg)).is_some());
+    }
+
+    #[test]
+    fn a_token_from_a_provider_the_rule_does_not_name_is_113_without_a_refetch() {
+        let cfg = config(default_rules());
+        let mut c = claims(NOW);
+        c["iss"] = "https://accounts.google.com".into();
+        c["scope"] = "workflow:write".into();
+        // Unknown kid too: corp must not be asked to refetch for it.
+        let post = Call {
+            method: "POST",
+            auth: Some(format!(
+                "Bearer {}",
+                mint(Alg::Es256, Some("google-kid"), &c)
+            )),
+            keys: "refetch",
+            ..call("/workflows")
+        };
+        assert_eq!(code(&post.run(&cfg)), Some("AUTH_113"));
+    }
+
+    #[test]
+    fn token_types_are_checked_when_configured() {
+        let v = json!({
+            "providers": [{"name": "corp", "issuer": ISS, "audiences": [AUD],
+                           "local_jwks": {"inline": jwks_json()}, "token_types": ["at+jwt"]}],
+            "rules": [{"match": {"path_prefix": "/"}, "require": {}}]
+        });
+        let cfg = Config::from_json(v.to_string().as_bytes()).unwrap();
+        let with = |typ: Option<&str>| Call {
+            auth: Some(format!(
+                "Bearer {}",
+                match typ {
+                    Some(t) => mint_typed(t, &claims(NOW)),
+                    None => mint(Alg::Es256, Some("ec1"), &claims(NOW)),
+                }
+            )),
+            ..call("/x")
+        };
+        assert_eq!(allowed_provider(&with(Some("at+jwt")).run(&cfg)), Some(0));
+        assert_eq!(
+            allowed_provider(&with(Some("application/AT+JWT")).run(&cfg)),
+            Some(0)
+        );
+        assert_eq!(code(&with(Some("JWT")).run(&cfg)), Some("AUTH_118"));
+        assert_eq!(code(&with(None).run(&cfg)), Some("AUTH_118"));
+    }
+
+    #[test]
+    fn a_malformed_credential_is_401_even_where_a_token_is_optional() {
+        let cfg = config(json!([
+            {"match": {"path_prefix": "/"}, "require": {"allow_missing": true}}
+        ]));
+        let token = mint(Alg::Es256, Some("ec1"), &claims(NOW));
+        for auth in [
+            format!("Bearer\t{token}"),
+            format!("Bearer{token}"),
+            format!("Bearer:{token}"),
+            format!("Basic x,Bearer {token}"),
+        ] {
+            let c = Call {
+                auth: Some(auth.clone()),
+                ..call("/x")
+            };
+            assert_eq!(code(&c.run(&cfg)), Some("AUTH_110"), "{auth}");
+        }
+    }
+
+    #[test]
     fn google_service_account_principal() {
         let cfg = config(json!([
             {"match": {"path_prefix": "/"}, "require": {
                 "providers": ["google"], "audiences": ["https://employee-api.a.run.app"],
-                "principals": ["emp-api-client@proj.iam.gserviceaccount.com"]}}
+                "principals": {"email": ["emp-api-client@proj.iam.gserviceaccount.com"]}}}
         ]));
         let mut c = claims(NOW);
         c["iss"] = "https://accounts.google.com".into();
@@ -673,7 +811,7 @@ mod tests {
     fn ip_bindings_from_provider_and_rule() {
         let cfg = config(json!([
             {"match": {"path_prefix": "/rule"}, "require": {"ip_bindings": [
-                {"principals": ["svc-*"], "cidrs": ["192.168.0.0/16"]}]}},
+                {"principals": {"sub": ["svc-*"]}, "cidrs": ["192.168.0.0/16"]}]}},
             {"match": {"path_prefix": "/"}, "require": {}}
         ]));
         let mut c = claims(NOW);

@@ -56,6 +56,26 @@ impl HeaderSnapshot {
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
+    /// Every value of `name` under each spelling an upstream may read as that name: `_`
+    /// for `-` (CGI, WSGI and Rack map both to `HTTP_X_NAME`). `name` is lower case.
+    pub fn get_all_spellings<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| same_spelling(n, name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The names of the headers present, each once, in order.
+    pub fn names(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (n, _) in &self.pairs {
+            if !out.contains(&n.as_str()) {
+                out.push(n);
+            }
+        }
+        out
+    }
+
     /// The first value of header `name`, as bytes.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
         self.pairs
@@ -84,6 +104,22 @@ impl HeaderSnapshot {
         self.remove(name);
         self.pairs.push((name.to_string(), value.to_vec()));
     }
+}
+
+/// Whether header name `a` reads as `b` to an upstream that takes `_` for `-` and
+/// ignores case.
+pub fn same_spelling(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            let norm = |c: u8| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
+            norm(x) == norm(y)
+        })
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {

@@ -1,10 +1,11 @@
 //! jwt-guard: a JWT authorization filter for proxy-wasm hosts.
 //!
-//! Decisions are pure functions ([`config`], [`extract`], [`jwks`], [`verify`], [`policy`],
+//! Decisions are pure functions ([`config`], [`extract`], [`jwks`], [`verify`], [`policy`], [`routing`],
 //! [`deny`], [`keystore`], [`flow`], [`forward`], [`audit`], [`headers`]); `host` is the only code that talks to proxy-wasm.
 
 pub mod audit;
 pub mod cache;
+pub mod client_address;
 pub mod config;
 pub mod deny;
 pub mod envoy_crypto;
@@ -15,6 +16,7 @@ pub mod headers;
 pub mod jwks;
 pub mod keystore;
 pub mod policy;
+pub mod routing;
 pub mod verify;
 
 #[cfg(target_arch = "wasm32")]

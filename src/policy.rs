@@ -1,11 +1,12 @@
 //! Rules: a request's (method, host, path) -> the first matching rule's [`Action`]; and
 //! whether a verified token meets a rule's [`Requirement`] tree.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde_json::{Map, Value};
+
+use crate::routing::{eq_folded, strip_prefix_folded, HostReading};
 
 #[derive(Debug)]
 pub struct Rule {
@@ -55,8 +56,8 @@ pub enum Check {
         names: Vec<String>,
         any: bool,
     },
-    /// `sub`, `email`, `azp` or `client_id` matches one of the patterns.
-    Principals(Vec<Pattern>),
+    /// A named claim matches one of its patterns.
+    Principals(Principals),
     /// The claim at `path` equals one of `values` (for an array claim: any element does).
     Claim {
         path: ClaimPath,
@@ -116,7 +117,8 @@ impl Check {
             }
             Check::Roles { names, any } => {
                 let granted = granted_roles(s.claims, s.role_claims);
-                let has = |n: &String| granted.contains(n);
+                let namespaced = s.role_claims.iter().any(ClaimPath::has_wildcard);
+                let has = |n: &String| granted.iter().any(|g| g.satisfies(n, namespaced));
                 let ok = if *any {
                     names.iter().any(has)
                 } else {
@@ -124,10 +126,7 @@ impl Check {
                 };
                 ok.then_some(()).ok_or(Unmet::Denied)
             }
-            Check::Principals(patterns) => principal_ids(s.claims)
-                .any(|id| patterns.iter().any(|p| p.matches(id)))
-                .then_some(())
-                .ok_or(Unmet::Denied),
+            Check::Principals(p) => p.matches(s.claims).then_some(()).ok_or(Unmet::Denied),
             Check::Claim { path, values } => {
                 let fits = |v: &Value| values.contains(v);
                 let ok = match path.lookup(s.claims) {
@@ -141,12 +140,22 @@ impl Check {
     }
 }
 
-/// The ids a token's caller goes by: `sub`, `email` (Google service accounts), `azp` and
-/// `client_id` (OAuth clients).
-pub fn principal_ids(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
-    ["sub", "email", "azp", "client_id"]
-        .into_iter()
-        .filter_map(|c| claims.get(c).and_then(Value::as_str))
+/// Callers named by claim, `{"email": ["a@b"], "client_id": ["svc-*"]}`: a token is one
+/// of them when a listed claim (a string) matches one of that claim's patterns. A pattern
+/// is only ever compared with its own claim, so a `sub` that happens to equal an allowed
+/// e-mail address does not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principals(pub Vec<(ClaimPath, Vec<Pattern>)>);
+
+impl Principals {
+    pub fn matches(&self, claims: &Map<String, Value>) -> bool {
+        self.0.iter().any(|(claim, patterns)| {
+            claim
+                .lookup(claims)
+                .and_then(Value::as_str)
+                .is_some_and(|id| patterns.iter().any(|p| p.matches(id)))
+        })
+    }
 }
 
 /// `name`, `prefix*`, `*suffix` or `*`.
@@ -208,6 +217,10 @@ impl ClaimPath {
             .try_fold(claims.get(first)?, |v, seg| v.as_object()?.get(seg))
     }
 
+    pub fn has_wildcard(&self) -> bool {
+        self.0.iter().any(|s| s == "*")
+    }
+
     /// Every value the path reaches, each with the keys its `*` segments took.
     fn collect<'a>(
         &self,
@@ -259,9 +272,27 @@ pub fn default_role_claims() -> Vec<ClaimPath> {
     ]
 }
 
-/// Roles the token grants under `paths`. A role reached through `*` segments is named
-/// after them: `resource_access.*.roles` gives `my-api:reader`.
-pub fn granted_roles(claims: &Map<String, Value>, paths: &[ClaimPath]) -> Vec<String> {
+/// A role a token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantedRole {
+    /// `client:role` for a role reached through `*` segments (`resource_access.*.roles`
+    /// gives `my-api:reader`); the role itself otherwise.
+    pub name: String,
+    /// Reached through a `*` segment: a client role, in Keycloak's terms.
+    pub scoped: bool,
+}
+
+impl GrantedRole {
+    /// Whether this role meets the required `name`. When the provider reads scoped roles
+    /// (`namespaced`), a required name with a `:` is a scoped role only: a realm role
+    /// literally named `my-api:writer` is not the client role `writer` of `my-api`.
+    pub fn satisfies(&self, name: &str, namespaced: bool) -> bool {
+        self.name == name && (self.scoped || !(namespaced && name.contains(':')))
+    }
+}
+
+/// Roles the token grants under `paths`.
+pub fn granted_roles(claims: &Map<String, Value>, paths: &[ClaimPath]) -> Vec<GrantedRole> {
     let mut found = Vec::new();
     for p in paths {
         p.collect(claims, &mut found);
@@ -269,14 +300,25 @@ pub fn granted_roles(claims: &Map<String, Value>, paths: &[ClaimPath]) -> Vec<St
     let mut roles = Vec::new();
     for (keys, v) in found {
         let prefix: String = keys.iter().map(|k| format!("{k}:")).collect();
-        let mut push = |r: &str| roles.push(format!("{prefix}{r}"));
+        let mut push = |r: &str| {
+            roles.push(GrantedRole {
+                name: format!("{prefix}{r}"),
+                scoped: !keys.is_empty(),
+            })
+        };
         match v {
             Value::Array(items) => items.iter().filter_map(Value::as_str).for_each(&mut push),
-            Value::String(s) => s.split_whitespace().for_each(&mut push),
+            Value::String(s) => space_separated(s).for_each(&mut push),
             _ => {}
         }
     }
     roles
+}
+
+/// RFC 6749 §3.3: scopes are separated by spaces (%x20), and only by spaces. A tab or
+/// a no-break space is part of a scope name, so `"read\twrite"` grants neither.
+fn space_separated(s: &str) -> impl Iterator<Item = &str> {
+    s.split(' ').filter(|p| !p.is_empty())
 }
 
 /// Scopes the token grants: `scope` (space-delimited, RFC 8693/9068) and `scp` (array or
@@ -285,7 +327,7 @@ pub fn granted_scopes(claims: &Map<String, Value>) -> Vec<&str> {
     let mut out = Vec::new();
     for name in ["scope", "scp"] {
         match claims.get(name) {
-            Some(Value::String(s)) => out.extend(s.split_whitespace()),
+            Some(Value::String(s)) => out.extend(space_separated(s)),
             Some(Value::Array(a)) => out.extend(a.iter().filter_map(Value::as_str)),
             _ => {}
         }
@@ -293,10 +335,10 @@ pub fn granted_scopes(claims: &Map<String, Value>) -> Vec<&str> {
     out
 }
 
-/// Binds callers (by `sub`/`email`/`azp`/`client_id`) to the networks they may call from.
+/// Binds callers to the networks they may call from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpBinding {
-    pub principals: Vec<Pattern>,
+    pub principals: Principals,
     pub cidrs: Vec<IpNet>,
 }
 
@@ -309,7 +351,7 @@ pub fn source_allowed(
 ) -> bool {
     let mut bound = bindings
         .iter()
-        .filter(|b| principal_ids(claims).any(|id| b.principals.iter().any(|p| p.matches(id))))
+        .filter(|b| b.principals.matches(claims))
         .peekable();
     if bound.peek().is_none() {
         return true;
@@ -327,20 +369,14 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The client address of Envoy's `source.address` property (`ip:port` or `[v6]:port`).
-pub fn parse_source_address(s: &str) -> Option<IpAddr> {
-    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
-        return Some(sa.ip());
-    }
-    s.parse().ok()
-}
-
 #[derive(Debug, Default)]
 pub struct Matcher {
     pub path: PathMatch,
     /// Upper case; empty matches every method.
     pub methods: Vec<String>,
     pub host: Option<HostMatch>,
+    /// Compare the path ignoring case (for upstreams that route case-insensitively).
+    pub ignore_case: bool,
 }
 
 #[derive(Debug, Default)]
@@ -394,12 +430,39 @@ impl PathMatch {
         Ok(PathMatch::Template(segs))
     }
 
-    fn matches(&self, path: &str) -> bool {
+    /// The literal text this matcher compares, for deciding whether case can matter.
+    fn literals(&self) -> Vec<&str> {
+        match self {
+            PathMatch::Any => vec![],
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => vec![p.as_str()],
+            PathMatch::Template(segs) => segs
+                .iter()
+                .filter_map(|s| match s {
+                    Segment::Literal(l) => Some(l.as_str()),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// `fold`: compare ignoring case (see [`crate::routing::fold`]).
+    fn matches(&self, path: &str, fold: bool) -> bool {
+        let strip = |s: &'_ str, p: &str| -> Option<usize> {
+            if fold {
+                strip_prefix_folded(s, p).map(str::len)
+            } else {
+                s.strip_prefix(p).map(str::len)
+            }
+        };
+        let eq = |a: &str, b: &str| if fold { eq_folded(a, b) } else { a == b };
         match self {
             PathMatch::Any => true,
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => match path.strip_prefix(p.as_str()) {
-                Some(rest) => p.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+            PathMatch::Exact(p) => eq(path, p),
+            PathMatch::Prefix(p) => match strip(path, p) {
+                Some(left) => {
+                    let rest = path.get(path.len() - left..).unwrap_or_default();
+                    p.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+                }
                 None => false,
             },
             PathMatch::Template(segs) => {
@@ -416,7 +479,7 @@ impl PathMatch {
                             }
                         }
                         Segment::Literal(l) => {
-                            if parts.next() != Some(l.as_str()) {
+                            if !parts.next().is_some_and(|p| eq(p, l)) {
                                 return false;
                             }
                         }
@@ -428,10 +491,17 @@ impl PathMatch {
     }
 }
 
-/// `api.example.com` exactly, or `*.example.com` for any subdomain. Case-insensitive; the
-/// request's port is ignored.
+/// `api.example.com` exactly, or `*.example.com` for any subdomain, case-insensitive. As
+/// in Envoy's virtual-host matching, a request naming a port matches only a pattern that
+/// ends in `:*` (any port, or none).
 #[derive(Debug, PartialEq, Eq)]
-pub enum HostMatch {
+pub struct HostMatch {
+    pub name: HostName,
+    pub any_port: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostName {
     Exact(String),
     Suffix(String),
 }
@@ -439,24 +509,45 @@ pub enum HostMatch {
 impl HostMatch {
     pub fn parse(h: &str) -> Result<HostMatch, String> {
         let h = h.to_ascii_lowercase();
-        let h = h.trim_start_matches('[').trim_end_matches(']').to_string();
-        if h.is_empty() || h.contains(['/', ' ', '@']) {
-            return Err("must be a host name, optionally starting with \"*.\"".into());
+        let (h, any_port) = match h.strip_suffix(":*") {
+            Some(rest) => (rest.to_string(), true),
+            None => (h, false),
+        };
+        let (h, v6) = match h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            Some(inner) => (inner.to_string(), true),
+            None => (h, false),
+        };
+        let allowed = |c: char| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*') || (v6 && c == ':')
+        };
+        if h.is_empty() || !h.chars().all(allowed) || h.ends_with('.') {
+            return Err(
+                "must be a host name, optionally starting with \"*.\" and ending with \":*\" \
+                 (any port); no trailing dot, user info or port number"
+                    .into(),
+            );
         }
-        match h.strip_prefix('*') {
-            Some(rest) if rest.starts_with('.') && rest.len() > 1 => {
-                Ok(HostMatch::Suffix(rest.to_string()))
+        let name = match h.strip_prefix('*') {
+            Some(rest) if rest.starts_with('.') && rest.len() > 1 && !rest.contains('*') => {
+                HostName::Suffix(rest.to_string())
             }
-            Some(_) => Err("a wildcard must be \"*.\" followed by a domain".into()),
-            None => Ok(HostMatch::Exact(h)),
-        }
+            Some(_) => return Err("a wildcard must be \"*.\" followed by a domain".into()),
+            None if h.contains('*') => {
+                return Err("a wildcard must be \"*.\" followed by a domain".into())
+            }
+            None => HostName::Exact(h),
+        };
+        Ok(HostMatch { name, any_port })
     }
 
-    /// `host` is the request's host without its port.
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
-            HostMatch::Suffix(s) => {
+    fn matches(&self, r: HostReading<'_>) -> bool {
+        if r.port.is_some() && !self.any_port {
+            return false;
+        }
+        let host = r.host;
+        match &self.name {
+            HostName::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostName::Suffix(s) => {
                 host.len() > s.len()
                     && host
                         .get(host.len() - s.len()..)
@@ -466,92 +557,22 @@ impl HostMatch {
     }
 }
 
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        // [v6]:port
-        return authority
-            .split_once(']')
-            .map_or(authority, |(h, _)| h.trim_start_matches('['));
-    }
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-}
-
 impl Matcher {
-    /// `host` without its port, `path` without its query. The path goes first: it is the
-    /// test that rules out most rules.
-    pub fn matches(&self, method: &str, host: &str, path: &str) -> bool {
-        self.path.matches(path)
+    /// `path` without its query; `fold`: this reading ignores case whatever the rule says.
+    /// The path goes first: it is the test that rules out most rules.
+    pub fn matches(&self, method: &str, host: HostReading<'_>, path: &str, fold: bool) -> bool {
+        self.path.matches(path, fold || self.ignore_case)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
             && self.host.as_ref().is_none_or(|h| h.matches(host))
     }
-}
 
-/// The path without query or fragment.
-pub fn route_path(path: &str) -> &str {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
-    path.get(..end).unwrap_or(path)
-}
-
-/// The path rules are matched against: the route path with encoded slashes, backslashes and
-/// dots decoded, empty and `.` segments dropped and `..` resolved. Whatever Envoy's own path
-/// normalization is set to, `/public/..%2Fadmin` is matched as `/admin`, the path a backend
-/// that decodes `%2F` would serve, so a public prefix cannot be used to reach another route.
-pub fn canonical_path(path: &str) -> Cow<'_, str> {
-    let path = route_path(path);
-    let suspicious = path.contains(['%', '\\']) || path.contains("//") || path.contains("/.");
-    if !suspicious {
-        return Cow::Borrowed(path);
+    /// Whether the rule's path text has letters a case-insensitive reading would fold.
+    pub fn has_upper_case(&self) -> bool {
+        self.path
+            .literals()
+            .iter()
+            .any(|l| l.chars().any(|c| crate::routing::fold(c) != c))
     }
-    let decoded = decode_path_specials(path);
-    let mut segments: Vec<&str> = Vec::new();
-    for seg in decoded.split(['/', '\\']) {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
-    let trailing = decoded.ends_with(['/', '\\']) && !segments.is_empty();
-    let mut out = format!("/{}", segments.join("/"));
-    if trailing {
-        out.push('/');
-    }
-    Cow::Owned(out)
-}
-
-/// Decodes `%2F`, `%5C` and `%2E` (any case); other escapes stay as they are.
-fn decode_path_specials(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut rest = path;
-    while let Some(i) = rest.find('%') {
-        out.push_str(rest.get(..i).unwrap_or_default());
-        let code = rest.get(i + 1..i + 3).map(str::to_ascii_uppercase);
-        match code.as_deref() {
-            Some("2F") => out.push('/'),
-            Some("5C") => out.push('\\'),
-            Some("2E") => out.push('.'),
-            _ => {
-                out.push('%');
-                rest = rest.get(i + 1..).unwrap_or_default();
-                continue;
-            }
-        }
-        rest = rest.get(i + 3..).unwrap_or_default();
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The first rule matching the request, by index, or `None` (the default applies).
-pub fn find_rule(rules: &[Rule], method: &str, authority: &str, path: &str) -> Option<usize> {
-    let path = canonical_path(path);
-    let path = path.as_ref();
-    let host = strip_port(authority);
-    rules
-        .iter()
-        .position(|r| r.matcher.matches(method, host, path))
 }
 
 #[cfg(test)]
@@ -566,6 +587,7 @@ mod tests {
                 path,
                 methods: methods.iter().map(|m| m.to_string()).collect(),
                 host: host.map(|h| HostMatch::parse(h).unwrap()),
+                ignore_case: false,
             },
             action: Action::Anonymous,
             dry_run: false,
@@ -583,54 +605,32 @@ mod tests {
     #[test]
     fn prefix_is_segment_aware() {
         let p = PathMatch::prefix("/health".into());
-        assert!(p.matches("/health"));
-        assert!(p.matches("/health/live"));
-        assert!(!p.matches("/healthz"));
-        assert!(!p.matches("/heal"));
+        assert!(p.matches("/health", false));
+        assert!(p.matches("/health/live", false));
+        assert!(!p.matches("/healthz", false));
+        assert!(!p.matches("/heal", false));
+        assert!(!p.matches("/HEALTH", false));
+        assert!(p.matches("/HEALTH/x", true));
+        assert!(!p.matches("/HEALTHz", true));
         let p = PathMatch::prefix("/api/".into());
-        assert!(p.matches("/api/x"));
-        assert!(!p.matches("/api"));
-        assert!(PathMatch::prefix("/".into()).matches("/anything"));
-    }
-
-    #[test]
-    fn rules_see_the_canonical_path() {
-        let cases = [
-            ("/workflows/active?x=1", "/workflows/active"),
-            ("/public/..%2Fadmin", "/admin"),
-            ("/public/%2e%2E/admin", "/admin"),
-            ("/public/..%5Cadmin", "/admin"),
-            ("/public\\..\\admin", "/admin"),
-            ("//admin", "/admin"),
-            ("/a/./b/", "/a/b/"),
-            ("/../../x", "/x"),
-            ("/a/%2", "/a/%2"),
-            ("/a%20b/%zz", "/a%20b/%zz"),
-            ("/%", "/%"),
-            ("/ü/%2F", "/ü/"),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(canonical_path(raw), want, "{raw}");
-        }
-        assert!(matches!(canonical_path("/plain/path"), Cow::Borrowed(_)));
-        let rules = vec![
-            rule(PathMatch::prefix("/public".into()), &[], None),
-            rule(PathMatch::prefix("/admin".into()), &[], None),
-        ];
-        assert_eq!(find_rule(&rules, "GET", "x", "/public/..%2Fadmin"), Some(1));
+        assert!(p.matches("/api/x", false));
+        assert!(!p.matches("/api", false));
+        assert!(PathMatch::prefix("/".into()).matches("/anything", false));
     }
 
     #[test]
     fn templates_match_whole_segments() {
         let t = PathMatch::template("/workflows/{id}/steps").unwrap();
-        assert!(t.matches("/workflows/wf_123/steps"));
-        assert!(!t.matches("/workflows//steps"));
-        assert!(!t.matches("/workflows/a/b/steps"));
-        assert!(!t.matches("/workflows/a/steps/x"));
+        assert!(t.matches("/workflows/wf_123/steps", false));
+        assert!(!t.matches("/workflows//steps", false));
+        assert!(!t.matches("/workflows/a/b/steps", false));
+        assert!(!t.matches("/workflows/a/steps/x", false));
+        assert!(!t.matches("/Workflows/a/steps", false));
+        assert!(t.matches("/Workflows/a/STEPS", true));
         let t = PathMatch::template("/files/*/**").unwrap();
-        assert!(t.matches("/files/a/b/c"));
-        assert!(t.matches("/files/a/"));
-        assert!(!t.matches("/files"));
+        assert!(t.matches("/files/a/b/c", false));
+        assert!(t.matches("/files/a/", false));
+        assert!(!t.matches("/files", false));
         assert!(PathMatch::template("/a/**/b").is_err());
         assert!(PathMatch::template("/a/x{id}").is_err());
     }
@@ -640,31 +640,42 @@ mod tests {
         let rules = vec![
             rule(PathMatch::Exact("/a".into()), &["GET"], None),
             rule(PathMatch::prefix("/a".into()), &[], None),
-            rule(PathMatch::Any, &[], Some("*.example.com")),
+            rule(PathMatch::Any, &[], Some("*.example.com:*")),
         ];
-        assert_eq!(find_rule(&rules, "GET", "x", "/a?x=1"), Some(0));
-        assert_eq!(find_rule(&rules, "POST", "x", "/a"), Some(1));
-        assert_eq!(find_rule(&rules, "GET", "x", "/a/b#f"), Some(1));
-        assert_eq!(
-            find_rule(&rules, "GET", "api.Example.com:8443", "/b"),
-            Some(2)
-        );
-        assert_eq!(find_rule(&rules, "GET", "example.com", "/b"), None);
-        assert_eq!(find_rule(&rules, "GET", "evil-example.com", "/b"), None);
+        let first = |m, a, p| crate::routing::select_rules(&rules, m, a, p);
+        assert_eq!(first("GET", "x", "/a?x=1"), vec![Some(0)]);
+        assert_eq!(first("POST", "x", "/a"), vec![Some(1)]);
+        assert_eq!(first("GET", "x", "/a/b#f"), vec![Some(1)]);
+        assert_eq!(first("GET", "api.Example.com:8443", "/b"), vec![Some(2)]);
+        assert_eq!(first("GET", "example.com", "/b"), vec![None]);
+        assert_eq!(first("GET", "evil-example.com", "/b"), vec![None]);
     }
 
     #[test]
-    fn host_match_ignores_port_and_case() {
+    fn host_patterns_match_case_insensitively_and_ports_only_with_a_star() {
+        let at = |host, port| HostReading { host, port };
         let h = HostMatch::parse("API.example.com").unwrap();
-        assert!(h.matches(strip_port("api.example.com:443")));
-        assert!(h.matches("Api.Example.Com"));
-        assert!(!h.matches("api.example.com.evil"));
-        assert!(HostMatch::parse("[::1]")
+        assert!(h.matches(at("Api.Example.Com", None)));
+        assert!(!h.matches(at("api.example.com", Some("443"))));
+        assert!(!h.matches(at("api.example.com.evil", None)));
+        let any = HostMatch::parse("api.example.com:*").unwrap();
+        assert!(any.matches(at("api.example.com", Some("443"))));
+        assert!(any.matches(at("api.example.com", None)));
+        assert!(HostMatch::parse("[::1]:*")
             .unwrap()
-            .matches(strip_port("[::1]:8080")));
-        assert!(HostMatch::parse("*").is_err());
-        assert!(HostMatch::parse("*.").is_err());
-        assert!(HostMatch::parse("").is_err());
+            .matches(at("::1", Some("8080"))));
+        for bad in [
+            "*",
+            "*.",
+            "",
+            "a.*.com",
+            "x@a.com",
+            "a.com.",
+            "a.com:443",
+            "a b",
+        ] {
+            assert!(HostMatch::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -693,6 +704,19 @@ mod tests {
         // A scope that is a prefix of a granted one is not granted.
         let c = json!({"scope": "workflow:readers validation:write"});
         assert!(all.eval(&subject(&c)).is_err());
+        // RFC 6749 §3.3: only %x20 separates scopes. A tab, newline or no-break space is
+        // part of one (odd) scope name, never a separator.
+        for sep in ["\t", "\n", "\u{a0}", "\u{2003}"] {
+            let c = json!({"scope": format!("workflow:read{sep}validation:write")});
+            assert!(all.eval(&subject(&c)).is_err(), "{sep:?}");
+        }
+    }
+
+    fn role_names(claims: &Value, paths: &[ClaimPath]) -> Vec<String> {
+        granted_roles(claims.as_object().unwrap(), paths)
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
     }
 
     #[test]
@@ -703,10 +727,10 @@ mod tests {
         });
         let claims = c.as_object().unwrap();
         let paths = default_role_claims();
-        let roles = granted_roles(claims, &paths);
-        assert!(roles.contains(&"admin".to_string()));
-        assert!(roles.contains(&"my-api:reader".to_string()));
-        assert!(roles.contains(&"account:view-profile".to_string()));
+        let roles = role_names(&c, &paths);
+        for r in ["admin", "my-api:reader", "account:view-profile"] {
+            assert!(roles.contains(&r.to_string()), "{r}");
+        }
         assert!(!roles.contains(&"reader".to_string()));
         let s = Subject {
             provider: 0,
@@ -721,36 +745,72 @@ mod tests {
         assert_eq!(need(&["my-api:writer"], false).eval(&s), Err(Unmet::Denied));
         assert_eq!(need(&["my-api:writer", "admin"], true).eval(&s), Ok(()));
         let custom = vec![ClaimPath::parse("groups").unwrap()];
-        let c = json!({"groups": "ops dev"});
-        assert_eq!(
-            granted_roles(c.as_object().unwrap(), &custom),
-            vec!["ops", "dev"]
-        );
+        // Space-separated, and only by spaces (a tab is part of a name).
+        let c = json!({"groups": "ops dev\tqa"});
+        assert_eq!(role_names(&c, &custom), vec!["ops", "dev\tqa"]);
     }
 
     #[test]
-    fn principals_match_sub_email_azp_client_id() {
-        let sa = Pattern::parse("emp-api-client@proj.iam.gserviceaccount.com").unwrap();
-        let any_sa = Pattern::parse("*@proj.iam.gserviceaccount.com").unwrap();
-        let c = json!({"sub": "1234", "email": "emp-api-client@proj.iam.gserviceaccount.com"});
-        assert_eq!(
-            Check::Principals(vec![sa.clone()]).eval(&subject(&c)),
-            Ok(())
-        );
+    fn a_realm_role_named_like_a_client_role_is_not_that_client_role() {
+        let c = json!({
+            "realm_access": {"roles": ["my-api:writer"]},
+            "resource_access": {"my-api": {"roles": ["reader"]}}
+        });
+        let paths = default_role_claims();
+        let s = Subject {
+            provider: 0,
+            claims: c.as_object().unwrap(),
+            role_claims: &paths,
+        };
+        let need = |n: &str| Check::Roles {
+            names: vec![n.into()],
+            any: false,
+        };
+        assert_eq!(need("my-api:writer").eval(&s), Err(Unmet::Denied));
+        assert_eq!(need("my-api:reader").eval(&s), Ok(()));
+        // Without scoped role claims there is one namespace, and a `:` is just a character.
+        let groups = vec![ClaimPath::parse("groups").unwrap()];
+        let c = json!({"groups": ["team:ops"]});
+        let s = Subject {
+            provider: 0,
+            claims: c.as_object().unwrap(),
+            role_claims: &groups,
+        };
+        assert_eq!(need("team:ops").eval(&s), Ok(()));
+    }
+
+    fn principals(by_claim: &[(&str, &[&str])]) -> Check {
+        Check::Principals(Principals(
+            by_claim
+                .iter()
+                .map(|(c, ps)| {
+                    (
+                        ClaimPath::parse(c).unwrap(),
+                        ps.iter().map(|p| Pattern::parse(p).unwrap()).collect(),
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn principals_match_only_the_claim_they_name() {
+        let sa = "emp-api-client@proj.iam.gserviceaccount.com";
+        let by_email = principals(&[("email", &[sa])]);
+        let c = json!({"sub": "1234", "email": sa});
+        assert_eq!(by_email.eval(&subject(&c)), Ok(()));
         let other = json!({"sub": "1", "email": "other@proj.iam.gserviceaccount.com"});
-        assert_eq!(
-            Check::Principals(vec![sa]).eval(&subject(&other)),
-            Err(Unmet::Denied)
-        );
-        assert_eq!(
-            Check::Principals(vec![any_sa]).eval(&subject(&other)),
-            Ok(())
-        );
-        let c = json!({"client_id": "val_svc_client_a1b2c3"});
-        assert_eq!(
-            Check::Principals(vec![Pattern::parse("val_svc_*").unwrap()]).eval(&subject(&c)),
-            Ok(())
-        );
+        assert_eq!(by_email.eval(&subject(&other)), Err(Unmet::Denied));
+        // A token whose `sub` (or `azp`) is the allowed e-mail is not that caller.
+        let forged = json!({"sub": sa, "azp": sa, "email": "x@evil.example"});
+        assert_eq!(by_email.eval(&subject(&forged)), Err(Unmet::Denied));
+        let any_sa = principals(&[("email", &["*@proj.iam.gserviceaccount.com"])]);
+        assert_eq!(any_sa.eval(&subject(&other)), Ok(()));
+        let c = json!({"client_id": "val_svc_client_a1b2c3", "sub": "x"});
+        let two = principals(&[("sub", &["svc-*"]), ("client_id", &["val_svc_*"])]);
+        assert_eq!(two.eval(&subject(&c)), Ok(()));
+        let not_string = json!({"client_id": ["val_svc_client_a1b2c3"]});
+        assert_eq!(two.eval(&subject(&not_string)), Err(Unmet::Denied));
         for bad in ["", "a*b", "**", "*a*"] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
@@ -806,7 +866,10 @@ mod tests {
     #[test]
     fn ip_bindings_limit_only_the_bound_callers() {
         let b = vec![IpBinding {
-            principals: vec![Pattern::parse("val_svc_client_a1b2c3").unwrap()],
+            principals: Principals(vec![(
+                ClaimPath::parse("client_id").unwrap(),
+                vec![Pattern::parse("val_svc_client_a1b2c3").unwrap()],
+            )]),
             cidrs: vec![
                 "10.0.1.0/24".parse().unwrap(),
                 "10.0.2.0/24".parse().unwrap(),
@@ -814,7 +877,7 @@ mod tests {
         }];
         let bound = json!({"client_id": "val_svc_client_a1b2c3"});
         let free = json!({"client_id": "other"});
-        let ip = |s: &str| parse_source_address(s);
+        let ip = |s: &str| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
         assert!(source_allowed(
             &b,
             bound.as_object().unwrap(),
@@ -836,8 +899,5 @@ mod tests {
             free.as_object().unwrap(),
             ip("192.0.2.1:1")
         ));
-        assert_eq!(parse_source_address("[::1]:80"), "::1".parse().ok());
-        assert_eq!(parse_source_address("127.0.0.1"), "127.0.0.1".parse().ok());
-        assert_eq!(parse_source_address("garbage"), None);
     }
 }

@@ -51,9 +51,15 @@ fn garbage_into_every_parser() {
         let _ = crate::keystore::max_age_s(&text);
         let _ = crate::envoy_crypto::decode_result(&raw);
         let _ = crate::envoy_crypto::es256_der(&raw);
-        let _ = crate::policy::parse_source_address(&text);
-        let _ = crate::policy::canonical_path(&text);
-        let _ = crate::policy::canonical_path(&String::from_utf8_lossy(&raw));
+        let _ = crate::client_address::client_address(
+            crate::client_address::ClientAddressFrom::Peer,
+            Some(&text),
+            &crate::headers::HeaderSnapshot::from_pairs(&[("x-forwarded-for", &text)]),
+        );
+        for path in [text.as_str(), &String::from_utf8_lossy(&raw)] {
+            let _ = crate::routing::path_readings(path);
+            let _ = crate::routing::select_rules(&[], path, path, path);
+        }
         let lossy = String::from_utf8_lossy(&raw);
         for token in [lossy.as_ref(), text.as_str()] {
             if let Ok(t) = crate::verify::parse(token) {

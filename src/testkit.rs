@@ -84,6 +84,7 @@ pub fn provider_with_algs(algs: &[Alg]) -> Provider {
         name: "corp".into(),
         issuer: ISS.into(),
         audiences: vec![AUD.into()],
+        token_types: Vec::new(),
         keys: KeySource::Local(Arc::new(keys())),
         algorithms: algs.to_vec(),
         clock_skew_s: 60,
@@ -128,6 +129,15 @@ pub fn mint(alg: Alg, kid: Option<&str>, claims: &Value) -> String {
         Alg::Ps384 => rsa(Rsa::ps384()),
         Alg::Ps512 => rsa(Rsa::ps512()),
     }
+}
+
+/// An ES256 token under kid `ec1` whose header has `typ`.
+pub fn mint_typed(typ: &str, claims: &Value) -> String {
+    let header = Header::empty().with_key_id("ec1").with_token_type(typ);
+    let custom: Map<String, Value> = claims.as_object().cloned().unwrap_or_default();
+    Es256
+        .token(&header, &Claims::new(custom), &signing_keys().ec)
+        .expect("sign")
 }
 
 /// An ES256 token under `kid` signed by a key the JWKS does not hold.

@@ -105,6 +105,10 @@ pub enum VerifyError {
     IssuerMismatch,
     #[error("the token audience is not accepted")]
     AudienceMismatch,
+    /// The header's `typ` is not one of the provider's `token_types` (an ID token where an
+    /// access token is wanted, say).
+    #[error("the token type is not accepted")]
+    TypeNotAccepted,
 }
 
 /// Header fields jwt-compact leaves to us.
@@ -145,16 +149,27 @@ pub fn parse(token: &str) -> Result<Untrusted<'_>, VerifyError> {
 }
 
 /// The `iss` the token claims, unverified: only to choose which provider verifies it.
-pub fn unverified_issuer(t: &Untrusted<'_>) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Iss {
-        iss: Option<String>,
-    }
-    t.token
-        .deserialize_claims_unchecked::<Iss>()
-        .ok()?
+/// A payload that is not a JSON object of claims is malformed; one without a string
+/// `iss` names no issuer.
+pub fn unverified_issuer(t: &Untrusted<'_>) -> Result<Option<String>, VerifyError> {
+    let claims = t
+        .token
+        .deserialize_claims_unchecked::<Map<String, Value>>()
+        .map_err(|_| VerifyError::Malformed)?;
+    Ok(claims
         .custom
-        .iss
+        .get("iss")
+        .and_then(Value::as_str)
+        .map(str::to_string))
+}
+
+/// A `typ` as compared: lower case, without `application/` (RFC 7515 §4.1.9 lets a
+/// token omit it, so `at+jwt` and `application/at+JWT` are the same type).
+pub fn normalize_typ(typ: &str) -> String {
+    let t = typ.to_ascii_lowercase();
+    t.strip_prefix("application/")
+        .map(str::to_string)
+        .unwrap_or(t)
 }
 
 /// A token whose signature was checked against a provider's keys. Its claims are
@@ -197,6 +212,12 @@ pub fn verify_signature(
         .ok_or_else(|| VerifyError::AlgNotAllowed {
             alg: name.chars().take(32).collect(),
         })?;
+    if !provider.token_types.is_empty() {
+        let typ = t.token.header().token_type.as_deref().map(normalize_typ);
+        if !typ.is_some_and(|typ| provider.token_types.contains(&typ)) {
+            return Err(VerifyError::TypeNotAccepted);
+        }
+    }
     let kid = t.token.header().key_id.as_deref();
     if let Some(kid) = kid {
         if !keys.has_kid(kid) {
@@ -557,10 +578,10 @@ mod tests {
     fn issuer_can_be_peeked_before_verification() {
         let tok = mint(Alg::Es256, Some("ec1"), &claims(NOW));
         assert_eq!(
-            unverified_issuer(&parse(&tok).unwrap()).as_deref(),
+            unverified_issuer(&parse(&tok).unwrap()).unwrap().as_deref(),
             Some(ISS)
         );
         let tok = forge(r#"{"alg":"ES256"}"#, &serde_json::json!({"iss": 5}), b"s");
-        assert_eq!(unverified_issuer(&parse(&tok).unwrap()), None);
+        assert_eq!(unverified_issuer(&parse(&tok).unwrap()), Ok(None));
     }
 }

@@ -2,13 +2,13 @@
 //! an [`Outcome`]. Used by the http context on headers and by the root when it resumes a
 //! request that waited for keys.
 
+use crate::client_address::{client_address, ClientAddressFrom};
 use crate::config::{Config, DRY_RUN_HEADER};
 use crate::deny::{render, Denial, DenyCode};
 use crate::extract::{cookie_header_without, path_without_param, TokenSource};
 use crate::flow::{evaluate, Identity, Outcome, Request, Runtime};
-use crate::forward::identity_headers;
+use crate::forward::{identity_headers, spoofed_headers};
 use crate::headers::HeaderSnapshot;
-use crate::policy::parse_source_address;
 
 use super::abi;
 use super::vm::{Metrics, Vm};
@@ -36,13 +36,12 @@ fn set_header(headers: &mut HeaderSnapshot, name: &str, value: Option<&str>) {
     }
 }
 
-/// Removes every header the filter may set, whatever the route: identity headers upstream
-/// come from the filter or not at all. Host calls only for headers actually present.
+/// Removes every header the filter may set, under every spelling an upstream may read as
+/// it, whatever the route: identity headers upstream come from the filter or not at all.
+/// Host calls only for headers actually present.
 pub fn strip_managed_headers(config: &Config, headers: &mut HeaderSnapshot) {
-    for h in &config.managed_headers {
-        if headers.contains(h) {
-            set_header(headers, h, None);
-        }
+    for name in spoofed_headers(&config.managed_headers, headers) {
+        set_header(headers, &name, None);
     }
 }
 
@@ -63,10 +62,15 @@ pub fn decide(
     let method = headers.get(":method").unwrap_or_default();
     let authority = headers.get(":authority").unwrap_or_default();
     let path = headers.get(":path").unwrap_or_default();
-    // Only IP bindings need the client address; reading it costs a host call.
+    // Only IP bindings need the client address; reading the peer costs a host call.
     let source = if vm.config.uses_source_address {
-        abi::property(&["source", "address"])
-            .and_then(|b| parse_source_address(&String::from_utf8_lossy(&b)))
+        let from = vm.config.client_address;
+        let peer = match from {
+            ClientAddressFrom::Peer => abi::property(&["source", "address"])
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            ClientAddressFrom::ForwardedFor { .. } => None,
+        };
+        client_address(from, peer.as_deref(), headers)
     } else {
         None
     };

@@ -35,6 +35,8 @@ def plugin(jwks_url, **provider):
             {"match": {"path_prefix": "/write"}, "require": {"scopes": ["workflow:write"]}},
             {"match": {"methods": ["GET"], "path_prefix": "/hosted", "host": HOST},
              "require": {"providers": ["corp"]}},
+            {"match": {"path_prefix": "/any-port", "host": f"{HOST}:*"},
+             "require": {"providers": ["corp"]}},
         ],
     }
 
@@ -192,8 +194,11 @@ def test_public_route_needs_no_token_and_unmatched_routes_are_denied(core, es):
 
 def test_host_and_method_match(core, es):
     token = es.sign(good())
-    # Host is matched case-insensitively and without the port.
-    assert core.get("/hosted", token, headers={"host": "API.Example.com:8443"}).status == 200
+    # Host is matched case-insensitively; a port only where the pattern says `:*`, as
+    # Envoy picks virtual hosts (port-sensitive by default).
+    assert core.get("/hosted", token, headers={"host": "API.Example.com"}).status == 200
+    assert core.get("/hosted", token, headers={"host": "api.example.com:8443"}).code == "AUTH_120"
+    assert core.get("/any-port", token, headers={"host": "API.Example.com:8443"}).status == 200
     assert core.get("/hosted", headers={"host": HOST}).code == "AUTH_100"
     assert core.get("/hosted", token, headers={"host": "other.example.com"}).code == "AUTH_120"
     assert core.get("/hosted", token, headers={"host": HOST}, method="POST").code == "AUTH_120"
@@ -292,8 +297,9 @@ def test_mangled_tokens_get_401_and_never_hurt_the_workers(core, es):
     token = es.sign(good())
     for t in mutants(token, random.Random(20261123)):
         r = core.get("/read", t)
-        # (Non-canonical base64, such as set padding bits, is refused too: never 200.)
-        assert r.status == 401 and r.code in ("AUTH_105", "AUTH_110", "AUTH_114"), (t, r)
+        # (Non-canonical base64, such as set padding bits, is refused too: never 200.) A
+        # mutated `iss` is refused as an unknown issuer before any key is looked up.
+        assert r.status == 401 and r.code in ("AUTH_105", "AUTH_110", "AUTH_113", "AUTH_114"), (t, r)
         assert 'error="invalid_token"' in r.headers["www-authenticate"], (t, r)
     # Both workers still serve.
     for _ in range(8):

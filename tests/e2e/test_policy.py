@@ -42,24 +42,24 @@ def envoy(upstream, keys):
             provider("auth", AUTH, keys["auth"], audiences=["api"],
                      claims_to_headers=[{"claim": "sub", "header": "x-jwt-sub"}],
                      from_params=["access_token"], from_cookies=["session"], keep_token=False,
-                     ip_bindings=[{"principals": ["bound-client"], "cidrs": ["10.0.1.0/24"]}]),
+                     ip_bindings=[{"principals": {"client_id": ["bound-client"]}, "cidrs": ["10.0.1.0/24"]}]),
         ],
         "rules": [
             {"name": "health", "match": {"path": "/health"}, "allow": "anonymous"},
             {"name": "invoker", "match": {"path_prefix": "/employees"},
-             "require": {"providers": ["google"], "principals": [INVOKER],
+             "require": {"providers": ["google"], "principals": {"email": [INVOKER]},
                          "claims": {"email_verified": [True]}}},
             {"name": "admin", "match": {"path_prefix": "/admin"},
              "require": {"providers": ["keycloak"], "roles": ["admin"]}},
             {"name": "reports", "match": {"path_prefix": "/reports"}, "require": {"any": [
                 {"providers": ["keycloak"], "roles": {"any_of": ["my-api:reader", "my-api:writer"]}},
-                {"providers": ["auth"], "all": [{"scopes": ["report:read"]}, {"principals": ["svc-*"]}]}]}},
+                {"providers": ["auth"], "all": [{"scopes": ["report:read"]}, {"principals": {"sub": ["svc-*"]}}]}]}},
             {"name": "steps", "match": {"methods": ["PUT"], "path_template": "/workflows/{id}/steps/*"},
              "require": {"providers": ["auth"], "scopes": ["workflow:write"]}},
             {"name": "workflows", "match": {"methods": ["GET"], "path_prefix": "/workflows"},
              "require": {"providers": ["auth"], "scopes": ["workflow:read"]}},
             {"name": "fenced", "match": {"path_prefix": "/fenced"}, "require": {
-                "providers": ["auth"], "ip_bindings": [{"principals": ["*"], "cidrs": ["192.0.2.0/24"]}]}},
+                "providers": ["auth"], "ip_bindings": [{"principals": {"sub": ["*"]}, "cidrs": ["192.0.2.0/24"]}]}},
             {"name": "optional", "match": {"path_prefix": "/maybe"},
              "require": {"providers": ["auth"], "allow_missing": True}},
             {"name": "trial", "match": {"path_prefix": "/trial"}, "mode": "dry_run",
@@ -144,7 +144,7 @@ def test_ip_binding_allows_matching_networks_and_denies_others(envoy, keys):
 
 def test_ip_binding_allows_the_loopback_network(upstream, envoy_factory, keys):
     p = {"providers": [provider("auth", AUTH, keys["auth"], audiences=["api"], ip_bindings=[
-            {"principals": ["val_svc_client_*"], "cidrs": ["127.0.0.0/8", "::1"]}])],
+            {"principals": {"client_id": ["val_svc_client_*"]}, "cidrs": ["127.0.0.0/8", "::1"]}])],
          "rules": [{"match": {"path_prefix": "/"}, "require": {}}]}
     assert envoy_factory(p).get("/x", auth_token(keys)).status == 200
 

@@ -1,5 +1,6 @@
-"""End-to-end harness: a JWKS/OIDC server the tests control, an echo upstream, tokens
-minted with PyJWT (independent of the filter's code), and a real Envoy running the filter.
+"""End-to-end harness: a JWKS/OIDC server the tests control, an echo upstream, real
+upstreams that route on their own (Flask, Express, Tomcat), tokens minted with PyJWT
+(independent of the filter's code), and a real Envoy running the filter.
 
 Everything listens on 127.0.0.1 on free ports; every wait is a bounded poll."""
 
@@ -7,10 +8,12 @@ from .client import Response, request
 from .envoy import ENVOY, RUNNING, WASM, Envoy, bootstrap, run_envoy_expecting_failure, static_cluster
 from .servers import ControlledServer, EchoUpstream
 from .tokens import Key, b64url, claims, forge, hs256_keyed_with_public_key, jwks
+from .upstreams import ExpressUpstream, FlaskUpstream, ServletUpstream
 from .waiting import free_port, wait_for
 
 __all__ = [
-    "ENVOY", "RUNNING", "WASM", "ControlledServer", "EchoUpstream", "Envoy", "Key", "Response",
+    "ENVOY", "RUNNING", "WASM", "ControlledServer", "EchoUpstream", "Envoy", "ExpressUpstream",
+    "FlaskUpstream", "Key", "Response", "ServletUpstream",
     "b64url", "bootstrap", "claims", "forge", "free_port", "hs256_keyed_with_public_key", "jwks",
     "request", "run_envoy_expecting_failure", "static_cluster", "wait_for",
 ]
