@@ -54,8 +54,8 @@ def envoy_factory(upstream):
     """Starts Envoys for one test and always stops them."""
     started = []
 
-    def start(plugin, clusters=None, concurrency=1, wait=True):
-        e = harness.Envoy(plugin, upstream.port, clusters, concurrency)
+    def start(plugin, clusters=None, concurrency=1, wait=True, upstream_port=None, **envoy_options):
+        e = harness.Envoy(plugin, upstream_port or upstream.port, clusters, concurrency, **envoy_options)
         started.append(e)
         e.start(wait=wait)
         return e

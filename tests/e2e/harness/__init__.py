@@ -5,14 +5,15 @@ upstreams that route on their own (Flask, Express, Tomcat), tokens minted with P
 Everything listens on 127.0.0.1 on free ports; every wait is a bounded poll."""
 
 from .client import Response, request
-from .envoy import ENVOY, RUNNING, WASM, Envoy, bootstrap, run_envoy_expecting_failure, static_cluster
+from .envoy import (ENVOY, ENVOY_DEFAULT_HCM, RECOMMENDED_HCM, RUNNING, WASM, Envoy, bootstrap,
+                    run_envoy_expecting_failure, static_cluster)
 from .servers import ControlledServer, EchoUpstream
 from .tokens import Key, b64url, claims, forge, hs256_keyed_with_public_key, jwks
 from .upstreams import ExpressUpstream, FlaskUpstream, ServletUpstream
 from .waiting import free_port, wait_for
 
 __all__ = [
-    "ENVOY", "RUNNING", "WASM", "ControlledServer", "EchoUpstream", "Envoy", "ExpressUpstream",
+    "ENVOY", "ENVOY_DEFAULT_HCM", "RECOMMENDED_HCM", "RUNNING", "WASM", "ControlledServer", "EchoUpstream", "Envoy", "ExpressUpstream",
     "FlaskUpstream", "Key", "Response", "ServletUpstream",
     "b64url", "bootstrap", "claims", "forge", "free_port", "hs256_keyed_with_public_key", "jwks",
     "request", "run_envoy_expecting_failure", "static_cluster", "wait_for",

@@ -72,28 +72,51 @@ def wasm_filter(plugin):
     }
 
 
-def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port, filters=None):
+# The HTTP connection manager as Envoy ships it: no path normalization, `source.address`
+# from X-Forwarded-For, headers with `_` let through. Tests pass it to prove a guarantee
+# holds without any of the settings the README recommends.
+ENVOY_DEFAULT_HCM = {"normalize_path": None, "merge_slashes": None}
+
+# The settings the README recommends (envoy/envoy.yaml has them too).
+RECOMMENDED_HCM = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+    "use_remote_address": True,
+    "strip_trailing_host_dot": True,
+    "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+}
+
+
+def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port, filters=None,
+              hcm=None, virtual_hosts=None):
     """Listener -> HCM -> [filter] -> router -> the echo upstream; `clusters` (name -> port)
     are the JWKS/IdP clusters the plugin names. `plugin=None` leaves the filter out (used to
     check the harness itself); `filters` replaces it with other HTTP filters (Envoy's
-    native ones, to compare with)."""
+    native ones, to compare with). `hcm` overrides connection manager fields (None removes
+    one); `virtual_hosts` replaces the one catch-all virtual host."""
     if filters is not None:
         filters = list(filters)
     else:
         filters = [] if plugin is None else [wasm_filter(plugin)]
     filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
-    hcm = {
+    hcm_config = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
         "normalize_path": True,
         "merge_slashes": True,
-        "route_config": {"virtual_hosts": [{
+        "route_config": {"virtual_hosts": virtual_hosts or [{
             "name": "all", "domains": ["*"],
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
         }]},
         "http_filters": filters,
     }
+    for key, value in (hcm or {}).items():
+        if value is None:
+            hcm_config.pop(key, None)
+        else:
+            hcm_config[key] = value
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
@@ -101,7 +124,7 @@ def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port, filter
                 "name": "main",
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
                 "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+                    "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm_config}]}],
             }],
             "clusters": [static_cluster("upstream", upstream_port)]
             + [static_cluster(name, port) for name, port in clusters.items()],
@@ -112,7 +135,8 @@ def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port, filter
 class Envoy:
     """One Envoy process on free ports, its bootstrap and log in a temp dir."""
 
-    def __init__(self, plugin, upstream_port, clusters=None, concurrency=1, filters=None):
+    def __init__(self, plugin, upstream_port, clusters=None, concurrency=1, filters=None, hcm=None,
+                 virtual_hosts=None):
         # Envoy binds port 0 for both and reports what it got (wait_ready reads them), so
         # no port is chosen here that another process could take before Envoy binds it.
         self.port = self.admin_port = None
@@ -120,7 +144,7 @@ class Envoy:
         self.config_path = os.path.join(self.dir, "envoy.yaml")
         self.log_path = os.path.join(self.dir, "envoy.log")
         self.admin_address_path = os.path.join(self.dir, "admin-address")
-        config = bootstrap(plugin, upstream_port, clusters or {}, 0, 0, filters)
+        config = bootstrap(plugin, upstream_port, clusters or {}, 0, 0, filters, hcm, virtual_hosts)
         with open(self.config_path, "w") as f:
             yaml.safe_dump(config, f, sort_keys=False)
         self.concurrency = concurrency
