@@ -53,7 +53,9 @@ def test_tokens_from_the_real_oidc_provider(upstream, envoy_factory, alg):
         harness.wait_for(lambda: "IDP READY" in open(log.name).read(), timeout=30, what="the IdP")
         issuer = f"http://127.0.0.1:{port}"
         plugin = {
+            # RFC 9068 access tokens carry typ at+jwt: the real IdP's must pass the check.
             "providers": [{"name": "idp", "issuer": issuer, "audiences": ["https://api.demo.local"],
+                           "token_types": ["at+jwt"],
                            "discovery": {"uri": f"{issuer}/.well-known/openid-configuration", "cluster": "idp"},
                            "algorithms": [alg]}],
             "rules": [{"match": {"methods": ["GET"], "path_prefix": "/"}, "require": {"scopes": ["workflow:read"]}},
