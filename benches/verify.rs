@@ -42,6 +42,7 @@ fn benches(c: &mut Criterion) {
         ("rs256", &f.rs256, provider("rs")),
     ];
 
+    let none = jwt_guard::headers::HeaderSnapshot::default();
     // Never measure an error path.
     for (name, token, p) in &tokens {
         let t = verify::parse(token).expect("parse");
@@ -53,7 +54,7 @@ fn benches(c: &mut Criterion) {
         );
     }
     assert_eq!(
-        select_rules(&f.cfg.rules, "GET", HOST, LAST_PATH),
+        select_rules(&f.cfg.rules, "GET", HOST, LAST_PATH, &none),
         vec![Some(RULES - 1)]
     );
 
@@ -84,10 +85,26 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("policy");
     g.bench_function("select_rules/200_rules_match_last", |b| {
-        b.iter(|| select_rules(black_box(&f.cfg.rules), "GET", HOST, black_box(LAST_PATH)))
+        b.iter(|| {
+            select_rules(
+                black_box(&f.cfg.rules),
+                "GET",
+                HOST,
+                black_box(LAST_PATH),
+                &none,
+            )
+        })
     });
     g.bench_function("select_rules/200_rules_no_match", |b| {
-        b.iter(|| select_rules(black_box(&f.cfg.rules), "GET", HOST, black_box("/other/x")))
+        b.iter(|| {
+            select_rules(
+                black_box(&f.cfg.rules),
+                "GET",
+                HOST,
+                black_box("/other/x"),
+                &none,
+            )
+        })
     });
     g.finish();
 

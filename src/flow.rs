@@ -120,7 +120,7 @@ pub struct Runtime<'a> {
 /// (see [`crate::routing`]) must let it through: an upstream serves one of those readings,
 /// and the filter cannot know which, so the strictest decides.
 pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcome {
-    let selected = select_rules(&cfg.rules, req.method, req.authority, req.path);
+    let selected = select_rules(&cfg.rules, req.method, req.authority, req.path, req.headers);
     let mut allowed: Option<Allowed> = None;
     for rule in selected {
         match evaluate_rule(cfg, rule, req, rt) {

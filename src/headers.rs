@@ -65,6 +65,11 @@ impl HeaderSnapshot {
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
+    /// Every (name, value) pair, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
     /// The names of the headers present, each once, in order.
     pub fn names(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();

@@ -642,7 +642,8 @@ mod tests {
             rule(PathMatch::prefix("/a".into()), &[], None),
             rule(PathMatch::Any, &[], Some("*.example.com:*")),
         ];
-        let first = |m, a, p| crate::routing::select_rules(&rules, m, a, p);
+        let none = crate::headers::HeaderSnapshot::default();
+        let first = |m, a, p| crate::routing::select_rules(&rules, m, a, p, &none);
         assert_eq!(first("GET", "x", "/a?x=1"), vec![Some(0)]);
         assert_eq!(first("POST", "x", "/a"), vec![Some(1)]);
         assert_eq!(first("GET", "x", "/a/b#f"), vec![Some(1)]);

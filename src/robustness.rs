@@ -58,7 +58,8 @@ fn garbage_into_every_parser() {
         );
         for path in [text.as_str(), &String::from_utf8_lossy(&raw)] {
             let _ = crate::routing::path_readings(path);
-            let _ = crate::routing::select_rules(&[], path, path, path);
+            let h = crate::headers::HeaderSnapshot::from_pairs(&[("x-original-url", path)]);
+            let _ = crate::routing::select_rules(&[], path, path, path, &h);
         }
         let lossy = String::from_utf8_lossy(&raw);
         for token in [lossy.as_ref(), text.as_str()] {

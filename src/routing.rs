@@ -7,7 +7,9 @@
 //! resolved, percent-decoded, with `;` parameters cut, without a trailing slash, ignoring
 //! case; the host with and without its port, trailing dot and user info; `HEAD` as `GET`),
 //! and [`select_rules`] returns every rule any reading selects. The flow then requires all
-//! of them to let the request through: the strictest reading decides.
+//! of them to let the request through: the strictest reading decides. Headers that some
+//! upstreams take as the real path, method or host (`X-Original-URL`,
+//! `X-HTTP-Method-Override`, `X-Forwarded-Host`, a `_method` parameter) add readings too.
 //!
 //! A plain request (lower-case path without `%`, `;`, `\`, `//`, dot segments or a
 //! trailing slash, a host without port, an upper-case method) has one reading and costs
@@ -15,19 +17,55 @@
 
 use std::borrow::Cow;
 
+use crate::headers::HeaderSnapshot;
 use crate::policy::Rule;
 
-/// The rules `method`, `authority` and `path` (query included) select: one entry per
-/// distinct selection, `None` standing for the default; the as-sent reading's first.
+/// Headers that some upstreams take as the request's real path: Symfony and IIS's URL
+/// Rewrite read `X-Original-URL` and `X-Rewrite-URL`.
+const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+/// ... its real method: Express's method-override, Spring, ASP.NET and many API gateways.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+/// ... its real host: frameworks that trust the proxy in front (Django, Express, Rails).
+const HOST_OVERRIDES: [&str; 2] = ["x-forwarded-host", "x-host"];
+
+/// The rules `method`, `authority` and `path` (query included) select, with the override
+/// headers among `headers`: one entry per distinct selection, `None` standing for the
+/// default; the as-sent reading's first.
 pub fn select_rules(
     rules: &[Rule],
     method: &str,
     authority: &str,
     path: &str,
+    headers: &HeaderSnapshot,
 ) -> Vec<Option<usize>> {
-    let paths = path_readings(path);
-    let hosts = host_readings(authority, rules.iter().any(|r| r.matcher.host.is_some()));
-    let methods = method_readings(method);
+    let overrides = Overrides::of(headers, method, path);
+    let mut paths = path_readings(path);
+    for p in &overrides.paths {
+        for r in path_readings(p) {
+            push_new(&mut paths, Cow::Owned(r.into_owned()));
+        }
+    }
+    let match_hosts = rules.iter().any(|r| r.matcher.host.is_some());
+    let mut hosts = host_readings(authority, match_hosts);
+    if match_hosts {
+        for h in &overrides.hosts {
+            for r in host_readings(h, true) {
+                if !hosts.contains(&r) {
+                    hosts.push(r);
+                }
+            }
+        }
+    }
+    let mut methods = method_readings(method);
+    for m in &overrides.methods {
+        for r in method_readings(m) {
+            push_new(&mut methods, Cow::Owned(r.into_owned()));
+        }
+    }
     let fold_rules = rules
         .iter()
         .any(|r| !r.matcher.ignore_case && r.matcher.has_upper_case());
@@ -52,6 +90,42 @@ pub fn select_rules(
         }
     }
     selected
+}
+
+/// What override headers (and a `_method` query parameter, which Rails, Laravel and
+/// Symfony honour) say the request is.
+#[derive(Default)]
+struct Overrides {
+    paths: Vec<String>,
+    methods: Vec<String>,
+    hosts: Vec<String>,
+}
+
+impl Overrides {
+    fn of(headers: &HeaderSnapshot, method: &str, path: &str) -> Overrides {
+        let mut o = Overrides::default();
+        for (name, value) in headers.iter() {
+            let value = String::from_utf8_lossy(value).trim().to_string();
+            if PATH_OVERRIDES.contains(&name) {
+                o.paths.push(value);
+            } else if METHOD_OVERRIDES.contains(&name) {
+                o.methods.push(value);
+            } else if HOST_OVERRIDES.contains(&name) {
+                // A list (one entry per proxy): each may be the one an upstream reads.
+                o.hosts
+                    .extend(value.split(',').map(|h| h.trim().to_ascii_lowercase()));
+            }
+        }
+        if !method.eq_ignore_ascii_case("GET") {
+            let query = path.split_once('?').map_or("", |(_, q)| q);
+            for pair in query.split('&') {
+                if let Some(("_method", m)) = pair.split_once('=') {
+                    o.methods.push(m.to_string());
+                }
+            }
+        }
+        o
+    }
 }
 
 /// The path without query or fragment.
@@ -331,7 +405,11 @@ mod tests {
     }
 
     fn select(method: &str, path: &str) -> Vec<Option<usize>> {
-        select_rules(&rules(), method, "api.example.com", path)
+        select_rules(&rules(), method, "api.example.com", path, &none())
+    }
+
+    fn none() -> HeaderSnapshot {
+        HeaderSnapshot::default()
     }
 
     #[test]
@@ -401,9 +479,15 @@ mod tests {
             rule(PathMatch::Any, &["GET"], None),
             rule(PathMatch::Any, &[], None),
         ];
-        assert_eq!(select_rules(&r, "HEAD", "h", "/x"), vec![Some(1), Some(0)]);
-        assert_eq!(select_rules(&r, "get", "h", "/x"), vec![Some(1), Some(0)]);
-        assert_eq!(select_rules(&r, "GET", "h", "/x"), vec![Some(0)]);
+        assert_eq!(
+            select_rules(&r, "HEAD", "h", "/x", &none()),
+            vec![Some(1), Some(0)]
+        );
+        assert_eq!(
+            select_rules(&r, "get", "h", "/x", &none()),
+            vec![Some(1), Some(0)]
+        );
+        assert_eq!(select_rules(&r, "GET", "h", "/x", &none()), vec![Some(0)]);
     }
 
     #[test]
@@ -414,7 +498,7 @@ mod tests {
             rule(PathMatch::Any, &[], Some("any.example.com:*")),
             rule(PathMatch::Any, &[], None),
         ];
-        let pick = |a: &str| select_rules(&r, "GET", a, "/");
+        let pick = |a: &str| select_rules(&r, "GET", a, "/", &none());
         assert_eq!(pick("public.example.com"), vec![Some(0)]);
         assert_eq!(pick("PUBLIC.example.com"), vec![Some(0)]);
         // Envoy routes a host with a port (or a trailing dot, or user info) to another
@@ -427,9 +511,41 @@ mod tests {
         assert_eq!(pick("[::1]:80"), vec![Some(3)]);
         // Without host rules the host is not read at all.
         assert_eq!(
-            select_rules(&rules(), "GET", "x@y:1", "/admin"),
+            select_rules(&rules(), "GET", "x@y:1", "/admin", &none()),
             vec![Some(2)]
         );
+    }
+
+    #[test]
+    fn override_headers_are_readings_too() {
+        let h = |pairs: &[(&str, &str)]| HeaderSnapshot::from_pairs(pairs);
+        let r = rules();
+        let over = h(&[("x-original-url", "/admin/users")]);
+        assert_eq!(
+            select_rules(&r, "GET", "a", "/public", &over),
+            vec![Some(1), Some(2)]
+        );
+        let over = h(&[("x-rewrite-url", "/%61dmin?x=1")]);
+        assert!(select_rules(&r, "GET", "a", "/health", &over).contains(&Some(2)));
+        let post = vec![
+            rule(PathMatch::Any, &["DELETE"], None),
+            rule(PathMatch::Any, &[], None),
+        ];
+        for (headers, path) in [
+            (vec![("x-http-method-override", "DELETE")], "/x"),
+            (vec![("x-method-override", "delete")], "/x"),
+            (vec![], "/x?_method=DELETE"),
+        ] {
+            let picks = select_rules(&post, "POST", "a", path, &h(&headers));
+            assert_eq!(picks, vec![Some(1), Some(0)], "{headers:?} {path}");
+        }
+        let hosts = vec![
+            rule(PathMatch::Any, &[], Some("admin.example.com")),
+            rule(PathMatch::Any, &[], None),
+        ];
+        let over = h(&[("x-forwarded-host", "cdn.example, ADMIN.example.com")]);
+        let picks = select_rules(&hosts, "GET", "public.example.com", "/", &over);
+        assert_eq!(picks, vec![Some(1), Some(0)]);
     }
 
     #[test]

@@ -170,6 +170,25 @@ def test_ignore_case_lets_a_case_insensitive_upstream_serve_mixed_case(envoy_fac
     assert e.get("/ADMIN/users", admin).code == "AUTH_120"
 
 
+# ---- headers some upstreams take as the real path, method or host ---------------------------
+
+@pytest.mark.parametrize("hcm", HCMS)
+def test_override_headers_keep_the_rule_of_what_they_name(envoy_factory, es, hcm):
+    rules = [{"name": "delete", "match": {"methods": ["DELETE"], "path_prefix": "/"},
+              "require": {"scopes": ["admin"]}}] + RULES
+    e = envoy_factory(plugin(es, rules), hcm=HCMS[hcm])
+    # Symfony and IIS route on X-Original-URL / X-Rewrite-URL.
+    for name in ["x-original-url", "X-Rewrite-URL"]:
+        r = e.request("/health", {name: "/admin/users"})
+        assert (r.status, r.code) == (401, "AUTH_100"), (name, r)
+    # Express's method-override, Rails' and Laravel's _method.
+    for headers, path in [({"x-http-method-override": "DELETE"}, "/public"),
+                          ({}, "/public?_method=DELETE")]:
+        r = e.get(path, token(es), headers=headers, method="POST")
+        assert (r.status, r.code) == (403, "AUTH_102"), (headers, path, r)
+    assert e.get("/health").status == 200
+
+
 # ---- 4. hosts as Envoy picks virtual hosts -------------------------------------------------
 
 def vhost(name, domains):
