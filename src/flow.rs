@@ -48,7 +48,7 @@ pub enum Refetch {
 }
 
 /// Where `evaluate` gets keys from.
-pub trait KeyStore {
+pub trait Keyring {
     fn keys(&mut self, provider: usize) -> Keys;
     fn refetch_for_unknown_kid(&mut self, provider: usize) -> Refetch;
 }
@@ -110,7 +110,7 @@ impl Stop {
 /// What a decision needs beside the config and the request: this worker's keys and
 /// verified-token cache, the signature backend, and the time (Unix seconds).
 pub struct Runtime<'a> {
-    pub keys: &'a mut dyn KeyStore,
+    pub keys: &'a mut dyn Keyring,
     pub cache: &'a mut VerifiedCache,
     pub crypto: &'a dyn Crypto,
     pub now: i64,
@@ -356,7 +356,7 @@ mod tests {
         state: &'static str,
     }
 
-    impl KeyStore for FakeStore {
+    impl Keyring for FakeStore {
         fn keys(&mut self, i: usize) -> Keys {
             match (i, self.state) {
                 (1, _) | (_, "ready" | "refetch") => Keys::Ready(self.keys.clone()),

@@ -1,7 +1,7 @@
 //! jwt-guard: a JWT authorization filter for proxy-wasm hosts.
 //!
 //! Decisions are pure functions ([`config`], [`extract`], [`jwks`], [`verify`], [`policy`], [`routing`],
-//! [`deny`], [`keystore`], [`flow`], [`forward`], [`audit`], [`headers`]); `host` is the only code that talks to proxy-wasm.
+//! [`deny`], [`fetch_lease`], [`flow`], [`forward`], [`audit`], [`headers`]); `host` is the only code that talks to proxy-wasm.
 
 pub mod audit;
 pub mod cache;
@@ -10,17 +10,17 @@ pub mod config;
 pub mod deny;
 pub mod envoy_crypto;
 pub mod extract;
+pub mod fetch_lease;
 pub mod flow;
 pub mod forward;
 pub mod headers;
 pub mod jwks;
-pub mod keystore;
 pub mod policy;
 pub mod routing;
 pub mod verify;
 
-#[cfg(target_arch = "wasm32")]
-mod host;
+pub mod host;
+pub mod worker;
 
 #[cfg(test)]
 mod robustness;

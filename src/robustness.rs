@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::cache::VerifiedCache;
 use crate::config::Config;
-use crate::flow::{evaluate, KeyStore, Keys, Outcome, Refetch, Request, Runtime};
+use crate::flow::{evaluate, Keyring, Keys, Outcome, Refetch, Request, Runtime};
 use crate::headers::HeaderSnapshot;
 use crate::jwks::KeySet;
 use crate::testkit::*;
@@ -47,8 +47,8 @@ fn garbage_into_every_parser() {
         let _ = Config::from_json(text.as_bytes());
         let _ = KeySet::from_json(&raw);
         let _ = KeySet::from_json(text.as_bytes());
-        let _ = crate::keystore::Record::decode(&raw);
-        let _ = crate::keystore::max_age_s(&text);
+        let _ = crate::fetch_lease::Record::decode(&raw);
+        let _ = crate::fetch_lease::max_age_s(&text);
         let _ = crate::envoy_crypto::decode_result(&raw);
         let _ = crate::envoy_crypto::es256_der(&raw);
         let _ = crate::client_address::client_address(
@@ -73,7 +73,7 @@ fn garbage_into_every_parser() {
 
 struct Ready(Arc<KeySet>);
 
-impl KeyStore for Ready {
+impl Keyring for Ready {
     fn keys(&mut self, _: usize) -> Keys {
         Keys::Ready(self.0.clone())
     }

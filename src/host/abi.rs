@@ -15,7 +15,10 @@ pub struct Status(u32);
 
 impl Status {
     pub const NOT_FOUND: Status = Status(1);
-    pub const CAS_MISMATCH: Status = Status(8);
+
+    pub fn code(self) -> u32 {
+        self.0
+    }
 }
 
 impl fmt::Debug for Status {

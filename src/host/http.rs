@@ -1,4 +1,4 @@
-//! The per-request context: decide on headers, then continue, reply, or wait for keys.
+//! The per-request context: hands the request's events to the [`Worker`].
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -6,49 +6,35 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::flow::Outcome;
+use crate::worker::{Next, Worker};
 
-use super::request;
-use super::vm::{now_ms, Vm, Waiter};
+use super::proxy_wasm::ProxyWasmHost;
 
 pub struct Http {
-    pub context_id: u32,
-    pub vm: Rc<RefCell<Vm>>,
-    waiting: bool,
+    context_id: u32,
+    worker: Rc<RefCell<Worker>>,
 }
 
 impl Http {
-    pub fn new(context_id: u32, vm: Rc<RefCell<Vm>>) -> Http {
-        Http {
-            context_id,
-            vm,
-            waiting: false,
-        }
+    pub fn new(context_id: u32, worker: Rc<RefCell<Worker>>) -> Http {
+        Http { context_id, worker }
     }
 
-    /// Pause while this request is among the VM's waiters; once the root has resumed (or
-    /// answered) it, the rest of the body flows.
+    /// Body and trailers wait while the request waits for keys. A worker busy elsewhere
+    /// (a local reply re-entering the VM) means hold: never let an undecided request on.
     fn hold_while_waiting(&self) -> Action {
-        if !self.waiting {
-            return Action::Continue;
-        }
-        let still_waiting = self.vm.try_borrow().map_or(true, |vm| {
-            vm.waiters.iter().any(|w| w.context_id == self.context_id)
-        });
-        if still_waiting {
-            Action::Pause
-        } else {
-            Action::Continue
+        match self.worker.try_borrow() {
+            Ok(w) if !w.holds(self.context_id) => Action::Continue,
+            _ => Action::Pause,
         }
     }
 }
 
 impl Context for Http {
     fn on_done(&mut self) -> bool {
-        if self.waiting {
-            if let Ok(mut vm) = self.vm.try_borrow_mut() {
-                vm.waiters.retain(|w| w.context_id != self.context_id);
-            }
+        // Busy only while answering this very request, which then is no waiter.
+        if let Ok(mut w) = self.worker.try_borrow_mut() {
+            w.on_request_done(self.context_id);
         }
         true
     }
@@ -56,40 +42,16 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let now = now_ms();
-        // The borrow ends before replying: a local reply may re-enter the VM. A failed
-        // borrow cannot happen in a single-threaded VM; if it ever did, fail closed.
-        let Ok(mut vm) = self.vm.try_borrow_mut() else {
-            request::reply_unavailable();
+        let Ok(mut w) = self.worker.try_borrow_mut() else {
+            Worker::reply_unavailable(&ProxyWasmHost);
             return Action::Pause;
         };
-        let config = vm.config.clone();
-        let mut headers = request::read_headers();
-        request::strip_managed_headers(&config, &mut headers);
-        let (outcome, line) = request::decide(&mut vm, &headers, now, false);
-        if let Outcome::WaitForKeys { provider } = outcome {
-            let seen_version = vm.providers.get(provider).map_or(0, |p| p.version);
-            vm.waiters.push(Waiter {
-                context_id: self.context_id,
-                provider,
-                since_ms: now,
-                seen_version,
-            });
-            self.waiting = true;
-            return Action::Pause;
-        }
-        let metrics = vm.metrics.clone();
-        drop(vm);
-        if request::apply(&config, &metrics, &mut headers, &outcome, &line) {
-            Action::Continue
-        } else {
-            Action::Pause
+        match w.on_request_headers(self.context_id) {
+            Next::Continue => Action::Continue,
+            Next::Pause => Action::Pause,
         }
     }
 
-    // While the request waits for keys, its body and trailers wait too. Envoy keeps a
-    // paused request paused whatever these return, but proxy-wasm lets a host resume a
-    // request whose body callback says Continue: that would send it upstream undecided.
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
         self.hold_while_waiting()
     }

@@ -1,27 +1,32 @@
-//! Signature checks by Envoy's BoringSSL through the `verify_signature` foreign function,
-//! many times faster than pure Rust inside the VM. Hosts without it (other proxies, older
-//! Envoys) answer NotFound once; from then on this worker stays on the pure-Rust path.
+//! Signature checks by the host's crypto through Envoy's `verify_signature` foreign
+//! function (BoringSSL), many times faster than pure Rust inside the VM. A host without it
+//! (other proxies, older Envoys) answers NotFound or Unimplemented once; from then on this
+//! worker stays on the pure-Rust path.
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use crate::envoy_crypto::{decode_result, encode_request, es256_der, hash_name};
+use crate::host::{Host, HostError, MetricKind};
 use crate::jwks::Jwk;
 use crate::verify::{Alg, Crypto};
 
-use super::abi::{self, Status};
-use super::vm::bump;
+use super::metrics::bump;
 
 pub struct HostCrypto {
+    host: Rc<dyn Host>,
     available: Cell<bool>,
-    /// `wasmcustom.jwt_guard.signature_checks.host`: signatures BoringSSL checked.
+    /// `wasmcustom.jwt_guard.signature_checks.host`: signatures the host checked.
     checked: Option<u32>,
 }
 
 impl HostCrypto {
-    pub fn new() -> HostCrypto {
+    pub fn new(host: Rc<dyn Host>) -> HostCrypto {
+        let checked = host.define_metric(MetricKind::Counter, "jwt_guard.signature_checks.host");
         HostCrypto {
+            host,
             available: Cell::new(true),
-            checked: abi::define_metric(abi::COUNTER, "jwt_guard.signature_checks.host"),
+            checked,
         }
     }
 }
@@ -46,13 +51,13 @@ impl Crypto for HostCrypto {
             signature
         };
         let request = encode_request(hash, der, signature, input);
-        match abi::foreign_function("verify_signature", &request) {
+        match self.host.foreign_function("verify_signature", &request) {
             Ok(Some(reply)) => {
-                bump(self.checked);
+                bump(&*self.host, self.checked);
                 Some(decode_result(&reply))
             }
             Ok(None) => None,
-            Err(Status::NOT_FOUND) => {
+            Err(HostError::NotFound | HostError::Unimplemented) => {
                 log::info!("jwt-guard: the host has no verify_signature; using pure-Rust crypto");
                 self.available.set(false);
                 None

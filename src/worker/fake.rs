@@ -1,0 +1,327 @@
+//! A fake proxy for native tests: one [`Proxy`] (a stopped clock and shared data with
+//! real CAS semantics) shared by several [`FakeHost`]s, one per simulated worker, each
+//! with its requests, callouts, replies and metrics recorded.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::headers::serialize;
+use crate::host::{Host, HostError, MetricKind};
+
+/// What every worker of one proxy shares: the clock and shared data.
+#[derive(Default)]
+pub struct Proxy {
+    now_ms: Cell<u64>,
+    shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    next_cas: Cell<u32>,
+    /// Writes with a CAS token that fail anyway, as if another worker wrote first.
+    lose_cas: Cell<u32>,
+}
+
+impl Proxy {
+    pub fn new(now_ms: u64) -> Rc<Proxy> {
+        let p = Proxy::default();
+        p.now_ms.set(now_ms);
+        p.next_cas.set(1);
+        Rc::new(p)
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.now_ms.set(self.now_ms.get() + ms);
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms.get()
+    }
+
+    /// The next `n` CAS writes fail with CasMismatch.
+    pub fn lose_next_cas(&self, n: u32) {
+        self.lose_cas.set(n);
+    }
+}
+
+/// A request as the fake host holds it.
+#[derive(Debug, Default, Clone)]
+pub struct FakeRequest {
+    pub headers: Vec<(String, String)>,
+    pub reply: Option<Reply>,
+    pub resumed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The `code` of the JSON body.
+    pub fn code(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+/// A callout the filter started.
+#[derive(Debug, Clone)]
+pub struct Callout {
+    pub token: u32,
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+}
+
+/// A callout answer: headers and body.
+struct Answer {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// One worker's view of the proxy.
+pub struct FakeHost {
+    pub proxy: Rc<Proxy>,
+    /// `proxy_set_effective_context` exists on this host.
+    pub resumes: bool,
+    /// Envoy's `verify_signature` is not offered: pure-Rust crypto.
+    pub peer: RefCell<String>,
+    effective: Cell<u32>,
+    requests: RefCell<HashMap<u32, FakeRequest>>,
+    pub callouts: RefCell<Vec<Callout>>,
+    next_token: Cell<u32>,
+    /// The callout answer being delivered.
+    answer: RefCell<Option<Answer>>,
+    metrics: RefCell<Vec<(String, i64)>>,
+}
+
+impl FakeHost {
+    pub fn new(proxy: Rc<Proxy>) -> FakeHost {
+        FakeHost {
+            proxy,
+            resumes: true,
+            peer: RefCell::new("127.0.0.1:40000".into()),
+            effective: Cell::new(0),
+            requests: RefCell::new(HashMap::new()),
+            callouts: RefCell::new(Vec::new()),
+            next_token: Cell::new(1),
+            answer: RefCell::new(None),
+            metrics: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A new request in context `id`, effective from now on.
+    pub fn begin(&self, id: u32, headers: &[(&str, &str)]) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.requests.borrow_mut().insert(
+            id,
+            FakeRequest {
+                headers,
+                ..FakeRequest::default()
+            },
+        );
+        self.effective.set(id);
+    }
+
+    pub fn request(&self, id: u32) -> FakeRequest {
+        self.requests.borrow().get(&id).cloned().unwrap_or_default()
+    }
+
+    /// The request is gone (the client hung up).
+    pub fn end(&self, id: u32) {
+        self.requests.borrow_mut().remove(&id);
+    }
+
+    /// Delivers an answer to `f` as the callout response being handled.
+    pub fn answering<T>(&self, headers: &[(&str, &str)], body: &[u8], f: impl FnOnce() -> T) -> T {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        *self.answer.borrow_mut() = Some(Answer {
+            headers,
+            body: body.to_vec(),
+        });
+        let out = f();
+        *self.answer.borrow_mut() = None;
+        out
+    }
+
+    pub fn counter(&self, name: &str) -> i64 {
+        self.metrics
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    fn with_effective<T>(&self, f: impl FnOnce(&mut FakeRequest) -> T) -> Result<T, HostError> {
+        let id = self.effective.get();
+        self.requests
+            .borrow_mut()
+            .get_mut(&id)
+            .map(f)
+            .ok_or(HostError::NotFound)
+    }
+}
+
+impl Host for FakeHost {
+    fn now_nanos(&self) -> u64 {
+        self.proxy.now_ms.get() * 1_000_000
+    }
+
+    fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        Ok(match self.proxy.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        let mut shared = self.proxy.shared.borrow_mut();
+        if let Some(cas) = cas {
+            let lost = self.proxy.lose_cas.get();
+            if lost > 0 {
+                self.proxy.lose_cas.set(lost - 1);
+                return Err(HostError::CasMismatch);
+            }
+            // CAS only guards a key that exists, as in Envoy.
+            if shared.get(key).is_some_and(|(_, current)| *current != cas) {
+                return Err(HostError::CasMismatch);
+            }
+        }
+        let next = self.proxy.next_cas.get();
+        self.proxy.next_cas.set(next + 1);
+        shared.insert(key.to_string(), (value.to_vec(), next));
+        Ok(())
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        _timeout: Duration,
+    ) -> Result<u32, HostError> {
+        if cluster == "missing" {
+            return Err(HostError::BadArgument);
+        }
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        };
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        self.callouts.borrow_mut().push(Callout {
+            token,
+            cluster: cluster.to_string(),
+            authority: get(":authority"),
+            path: get(":path"),
+        });
+        Ok(token)
+    }
+
+    fn call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        let answer = self.answer.borrow();
+        answer
+            .as_ref()?
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes().to_vec())
+    }
+
+    fn call_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        let answer = self.answer.borrow();
+        Some(answer.as_ref()?.body.iter().take(size).copied().collect())
+    }
+
+    fn request_headers(&self) -> Result<Vec<u8>, HostError> {
+        self.with_effective(|r| {
+            let pairs: Vec<(&str, &str)> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            serialize(&pairs)
+        })
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostError> {
+        self.with_effective(|r| {
+            r.headers.retain(|(k, _)| k != name);
+            if let Some(v) = value {
+                r.headers
+                    .push((name.to_string(), String::from_utf8_lossy(v).into_owned()));
+            }
+        })
+    }
+
+    fn send_reply(
+        &self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        self.with_effective(|r| {
+            r.reply = Some(Reply {
+                status,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body: String::from_utf8_lossy(body).into_owned(),
+            });
+        })
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        self.with_effective(|r| r.resumed = true)
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        if !self.resumes {
+            return Err(HostError::Unimplemented);
+        }
+        let known = context_id == 0 || self.requests.borrow().contains_key(&context_id);
+        if !known && context_id > 1 {
+            return Err(HostError::NotFound);
+        }
+        self.effective.set(context_id);
+        Ok(())
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        (path == ["source", "address"]).then(|| self.peer.borrow().as_bytes().to_vec())
+    }
+
+    fn foreign_function(&self, _name: &str, _args: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
+        Err(HostError::NotFound)
+    }
+
+    fn define_metric(&self, _kind: MetricKind, name: &str) -> Option<u32> {
+        let mut m = self.metrics.borrow_mut();
+        m.push((name.to_string(), 0));
+        u32::try_from(m.len() - 1).ok()
+    }
+
+    fn increment_metric(&self, id: u32) {
+        if let Some((_, v)) = self.metrics.borrow_mut().get_mut(id as usize) {
+            *v += 1;
+        }
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        if let Some((_, v)) = self.metrics.borrow_mut().get_mut(id as usize) {
+            *v = i64::try_from(value).unwrap_or(i64::MAX);
+        }
+    }
+}

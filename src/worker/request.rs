@@ -1,0 +1,185 @@
+//! The request being handled (whichever context is effective): its headers read for the
+//! decision, and an [`Outcome`] carried out on it.
+
+use crate::client_address::{client_address, ClientAddressFrom};
+use crate::config::{Config, DRY_RUN_HEADER};
+use crate::deny::{render, Denial, DenyCode};
+use crate::extract::{cookie_header_without, path_without_param, TokenSource};
+use crate::flow::{Identity, Outcome};
+use crate::forward::{identity_headers, spoofed_headers};
+use crate::headers::HeaderSnapshot;
+use crate::host::Host;
+
+use super::metrics::Metrics;
+
+/// The request's headers, read in one host call. If the host cannot give them, the
+/// snapshot is empty: the request then has no token and is denied, never let through.
+pub fn read_headers(host: &dyn Host) -> HeaderSnapshot {
+    match host.request_headers() {
+        Ok(bytes) => HeaderSnapshot::parse(&bytes),
+        Err(e) => {
+            log::warn!("jwt-guard: could not read the request headers: {e:?}");
+            HeaderSnapshot::default()
+        }
+    }
+}
+
+/// Sets or removes a request header, and keeps the snapshot in step.
+fn set_header(host: &dyn Host, headers: &mut HeaderSnapshot, name: &str, value: Option<&str>) {
+    if let Err(e) = host.set_request_header(name, value.map(str::as_bytes)) {
+        log::warn!("jwt-guard: could not set header {name}: {e:?}");
+    }
+    match value {
+        Some(v) => headers.set(name, v.as_bytes()),
+        None => headers.remove(name),
+    }
+}
+
+/// Removes every header the filter may set, under every spelling an upstream may read as
+/// it, whatever the route: identity headers upstream come from the filter or not at all.
+/// Host calls only for headers actually present.
+pub fn strip_managed_headers(host: &dyn Host, config: &Config, headers: &mut HeaderSnapshot) {
+    for name in spoofed_headers(&config.managed_headers, headers) {
+        set_header(host, headers, &name, None);
+    }
+}
+
+/// The client address the config's `ip_bindings` check, if any binding needs it (reading
+/// the peer costs a host call).
+pub fn client_ip(
+    host: &dyn Host,
+    config: &Config,
+    headers: &HeaderSnapshot,
+) -> Option<std::net::IpAddr> {
+    if !config.uses_source_address {
+        return None;
+    }
+    let from = config.client_address;
+    let peer = match from {
+        ClientAddressFrom::Peer => host
+            .property(&["source", "address"])
+            .map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ClientAddressFrom::ForwardedFor { .. } => None,
+    };
+    client_address(from, peer.as_deref(), headers)
+}
+
+/// What the audit log says of a request.
+pub struct RequestLine {
+    pub method: String,
+    pub path: String,
+}
+
+/// Carries out an allow or deny on the request. Returns true when the request may go on
+/// upstream (the caller continues or resumes it).
+pub fn apply(
+    host: &dyn Host,
+    config: &Config,
+    metrics: &Metrics,
+    headers: &mut HeaderSnapshot,
+    outcome: &Outcome,
+    line: &RequestLine,
+) -> bool {
+    if let Some(record) = crate::audit::record(config, outcome, &line.method, &line.path) {
+        log::info!("jwt-guard audit {record}");
+    }
+    match outcome {
+        Outcome::Allow(allowed) => {
+            if let Some(id) = &allowed.identity {
+                strip_token_if_asked(host, config, headers, id);
+                forward_identity(host, config, headers, id);
+            }
+            if let Some(d) = &allowed.dry_run_denial {
+                let value = format!("would-deny {} {}", d.code.code(), d.code.status());
+                set_header(host, headers, DRY_RUN_HEADER, Some(&value));
+            }
+            metrics.allowed(
+                allowed.rule,
+                allowed.dry_run_denial.as_ref().map(|d| d.code),
+            );
+            true
+        }
+        Outcome::Deny(denied) => {
+            metrics.denied(denied.rule, denied.denial.code);
+            reply(host, &config.realm, &denied.denial);
+            false
+        }
+        Outcome::WaitForKeys { .. } => {
+            metrics.denied(None, DenyCode::KeysUnavailable);
+            reply(host, &config.realm, &Denial::new(DenyCode::KeysUnavailable));
+            false
+        }
+    }
+}
+
+/// Sends the local reply for a denial.
+pub fn reply(host: &dyn Host, realm: &str, denial: &Denial) {
+    let reply = render(denial, realm);
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    if let Err(e) = host.send_reply(reply.status, &headers, reply.body.as_bytes()) {
+        log::warn!(
+            "jwt-guard: could not send the {} reply: {e:?}",
+            reply.status
+        );
+    }
+}
+
+fn forward_identity(host: &dyn Host, config: &Config, headers: &mut HeaderSnapshot, id: &Identity) {
+    let Some(provider) = config.providers.get(id.provider) else {
+        return;
+    };
+    let (set, skipped) = identity_headers(provider, id);
+    for (name, value) in &set {
+        set_header(host, headers, name, Some(value));
+    }
+    for name in skipped {
+        log::debug!("jwt-guard: {name} not set: claim absent or not a valid header value");
+    }
+}
+
+fn strip_token_if_asked(
+    host: &dyn Host,
+    config: &Config,
+    headers: &mut HeaderSnapshot,
+    id: &Identity,
+) {
+    if config
+        .providers
+        .get(id.provider)
+        .is_none_or(|p| p.keep_token)
+    {
+        return;
+    }
+    match &id.source {
+        TokenSource::Header { name, .. } => {
+            // Every spelling the token was found under.
+            let spellings: Vec<String> = headers
+                .names()
+                .into_iter()
+                .filter(|n| crate::headers::same_spelling(n, name))
+                .map(str::to_string)
+                .collect();
+            for n in spellings {
+                set_header(host, headers, &n, None);
+            }
+        }
+        TokenSource::Query(param) => {
+            let path = headers.get(":path").unwrap_or_default();
+            set_header(
+                host,
+                headers,
+                ":path",
+                Some(&path_without_param(&path, param)),
+            );
+        }
+        TokenSource::Cookie(name) => {
+            let cookies = headers.get("cookie").unwrap_or_default();
+            let rest = cookie_header_without(&cookies, name);
+            set_header(host, headers, "cookie", rest.as_deref());
+        }
+    }
+}
