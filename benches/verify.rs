@@ -30,6 +30,10 @@ use jwt_guard::jwks::KeySet;
 use jwt_guard::routing::select_rules;
 use jwt_guard::verify;
 
+fn matchers(cfg: &Config) -> impl Iterator<Item = &jwt_guard::routing::Matcher> + Clone {
+    cfg.rules.iter().map(|r| &r.matcher)
+}
+
 fn benches(c: &mut Criterion) {
     let f = fixture();
     let provider = |name: &str| {
@@ -46,7 +50,7 @@ fn benches(c: &mut Criterion) {
     // Never measure an error path.
     for (name, token, p) in &tokens {
         let t = verify::parse(token).expect("parse");
-        verify::verify(&t, p, &p.audiences, &keys, NOW)
+        verify::verify(&t, &p.accepts, &p.audiences, &keys, NOW)
             .unwrap_or_else(|e| panic!("{name} does not verify: {e}"));
         assert!(
             allowed(&decide(&f.cfg, token, &mut VerifiedCache::new(0))),
@@ -54,7 +58,7 @@ fn benches(c: &mut Criterion) {
         );
     }
     assert_eq!(
-        select_rules(&f.cfg.rules, "GET", HOST, LAST_PATH, &none),
+        select_rules(matchers(&f.cfg), "GET", HOST, LAST_PATH, &none),
         vec![Some(RULES - 1)]
     );
 
@@ -77,7 +81,7 @@ fn benches(c: &mut Criterion) {
         g.bench_function(*name, |b| {
             b.iter(|| {
                 let t = verify::parse(black_box(token)).expect("parse");
-                verify::verify(&t, p, &p.audiences, &keys, NOW).is_ok()
+                verify::verify(&t, &p.accepts, &p.audiences, &keys, NOW).is_ok()
             })
         });
     }
@@ -87,7 +91,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("select_rules/200_rules_match_last", |b| {
         b.iter(|| {
             select_rules(
-                black_box(&f.cfg.rules),
+                matchers(black_box(&f.cfg)),
                 "GET",
                 HOST,
                 black_box(LAST_PATH),
@@ -98,7 +102,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("select_rules/200_rules_no_match", |b| {
         b.iter(|| {
             select_rules(
-                black_box(&f.cfg.rules),
+                matchers(black_box(&f.cfg)),
                 "GET",
                 HOST,
                 black_box("/other/x"),

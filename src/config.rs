@@ -12,10 +12,11 @@ use crate::client_address::ClientAddressFrom;
 use crate::extract::TokenSource;
 use crate::jwks::KeySet;
 use crate::policy::{
-    default_role_claims, Action, Check, ClaimPath, HostMatch, IpBinding, Matcher, PathMatch,
-    Pattern, Principals, Requirement, Rule,
+    default_role_claims, Action, Check, ClaimPath, IpBinding, Pattern, Principals, Requirement,
+    Rule,
 };
-use crate::verify::Alg;
+use crate::routing::{HostMatch, Matcher, PathMatch};
+use crate::verify::{Acceptance, Alg};
 
 /// A configuration problem, with the JSON path of the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,14 +106,11 @@ pub struct ClaimHeader {
 #[derive(Debug)]
 pub struct Provider {
     pub name: String,
-    pub issuer: String,
+    /// Issuer, algorithms, skew and token types: what verification needs.
+    pub accepts: Acceptance,
     /// Empty only when the config says `"audiences": "any"`: the audience is not checked.
     pub audiences: Vec<String>,
-    /// Accepted `typ` header values, lower case without `application/` (empty: any).
-    pub token_types: Vec<String>,
     pub keys: KeySource,
-    pub algorithms: Vec<Alg>,
-    pub clock_skew_s: u64,
     pub token_sources: Vec<TokenSource>,
     pub keep_token: bool,
     /// Where roles are read from (default: Keycloak's realm and client roles).
@@ -606,12 +604,14 @@ fn compile_provider(rp: RawProvider, at: &str) -> Result<Provider, ConfigError> 
     let ip_bindings = compile_bindings(&rp.ip_bindings, &format!("{at}.ip_bindings"))?;
     Ok(Provider {
         name: rp.name,
-        issuer: rp.issuer,
+        accepts: Acceptance {
+            issuer: rp.issuer,
+            algorithms,
+            clock_skew_s,
+            token_types,
+        },
         audiences,
-        token_types,
         keys,
-        algorithms,
-        clock_skew_s,
         token_sources,
         keep_token: rp.keep_token.unwrap_or(true),
         role_claims,
@@ -1194,8 +1194,8 @@ mod tests {
         let c = load(base()).unwrap();
         assert_eq!(c.realm, "jwt-guard");
         let p = &c.providers[0];
-        assert_eq!(p.algorithms, vec![Alg::Es256, Alg::Rs256]);
-        assert_eq!(p.clock_skew_s, 60);
+        assert_eq!(p.accepts.algorithms, vec![Alg::Es256, Alg::Rs256]);
+        assert_eq!(p.accepts.clock_skew_s, 60);
         assert!(p.keep_token);
         match &p.keys {
             KeySource::Remote(r) => {
@@ -1266,7 +1266,7 @@ mod tests {
         v["path_matching"] = serde_json::json!({"ignore_case": true});
         v["rules"][0]["match"]["ignore_case"] = false.into();
         let c = load(v).unwrap();
-        assert_eq!(c.providers[0].token_types, vec!["at+jwt", "jwt"]);
+        assert_eq!(c.providers[0].accepts.token_types, vec!["at+jwt", "jwt"]);
         assert_eq!(
             c.client_address,
             ClientAddressFrom::ForwardedFor { trusted_hops: 2 }

@@ -5,19 +5,6 @@
 //! The two messages have four and two scalar fields, so they are written and read here
 //! directly rather than through a protobuf crate that would double the filter's size.
 
-use crate::verify::Alg;
-
-/// The digest Envoy must use for `alg`, or `None` when Envoy cannot check it (PSS padding
-/// and EdDSA are left to the pure-Rust path).
-pub fn hash_name(alg: Alg) -> Option<&'static str> {
-    match alg {
-        Alg::Es256 | Alg::Rs256 => Some("sha256"),
-        Alg::Rs384 => Some("sha384"),
-        Alg::Rs512 => Some("sha512"),
-        Alg::Ps256 | Alg::Ps384 | Alg::Ps512 | Alg::EdDsa => None,
-    }
-}
-
 /// A JWS ES256 signature (`r||s`, 64 bytes) as the DER `ECDSA-Sig-Value` BoringSSL
 /// expects; `None` when it is not a well-formed signature at all.
 pub fn es256_der(raw: &[u8]) -> Option<Vec<u8>> {
@@ -126,11 +113,5 @@ mod tests {
             "r = s = 0 is not a signature"
         );
         assert!(es256_der(&[1u8; 63]).is_none());
-    }
-
-    #[test]
-    fn hashes() {
-        assert_eq!(hash_name(Alg::Rs512), Some("sha512"));
-        assert_eq!(hash_name(Alg::Ps256), None);
     }
 }

@@ -120,7 +120,8 @@ pub struct Runtime<'a> {
 /// (see [`crate::routing`]) must let it through: an upstream serves one of those readings,
 /// and the filter cannot know which, so the strictest decides.
 pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcome {
-    let selected = select_rules(&cfg.rules, req.method, req.authority, req.path, req.headers);
+    let matchers = cfg.rules.iter().map(|r| &r.matcher);
+    let selected = select_rules(matchers, req.method, req.authority, req.path, req.headers);
     let mut allowed: Option<Allowed> = None;
     for rule in selected {
         match evaluate_rule(cfg, rule, req, rt) {
@@ -212,7 +213,7 @@ fn authenticate(
         .audiences
         .as_deref()
         .unwrap_or(&provider.audiences);
-    verify::check_claims(&token, provider, audiences, rt.now)
+    verify::check_claims(&token, &provider.accepts, audiences, rt.now)
         .map_err(|e| Stop::deny((&e).into()))?;
     let identity = Identity {
         provider: index,
@@ -289,7 +290,7 @@ fn verify_fresh(
     let index = candidates
         .iter()
         .copied()
-        .find(|&i| cfg.providers.get(i).map(|p| &p.issuer) == iss.as_ref())
+        .find(|&i| cfg.providers.get(i).map(|p| &p.accepts.issuer) == iss.as_ref())
         .ok_or_else(|| Stop::deny(DenyCode::IssuerInvalid))?;
     let provider = cfg
         .providers
@@ -301,13 +302,13 @@ fn verify_fresh(
         Keys::Unavailable => return Err(Stop::deny(DenyCode::KeysUnavailable)),
         Keys::Stale => return Err(Stop::deny(DenyCode::KeysStale)),
     };
-    let mut result = verify::verify_signature(&untrusted, provider, &key_set, rt.crypto);
+    let mut result = verify::verify_signature(&untrusted, &provider.accepts, &key_set, rt.crypto);
     if let Err(VerifyError::UnknownKid { .. }) = result {
         // Perhaps the IdP rotated its keys.
         match rt.keys.refetch_for_unknown_kid(index) {
             Refetch::Wait => return Err(Stop::Wait { provider: index }),
             Refetch::Retry(newer) => {
-                result = verify::verify_signature(&untrusted, provider, &newer, rt.crypto);
+                result = verify::verify_signature(&untrusted, &provider.accepts, &newer, rt.crypto);
                 key_set = newer;
             }
             Refetch::Refused => {}

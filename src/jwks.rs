@@ -12,7 +12,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPublicKey};
 use serde::Deserialize;
 
-use crate::verify::Alg;
+use crate::alg::{Alg, KeyKind};
 
 pub type EdPublicKey = <Ed25519 as Algorithm>::VerifyingKey;
 
@@ -38,6 +38,16 @@ pub enum PublicKey {
     Ed25519(EdPublicKey),
 }
 
+impl PublicKey {
+    pub fn kind(&self) -> KeyKind {
+        match self {
+            PublicKey::P256(_) => KeyKind::P256,
+            PublicKey::Rsa(_) => KeyKind::Rsa,
+            PublicKey::Ed25519(_) => KeyKind::Ed25519,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Jwk {
     pub kid: Option<String>,
@@ -51,16 +61,7 @@ pub struct Jwk {
 impl Jwk {
     /// Whether a token signed with `alg` may be checked with this key.
     pub fn fits(&self, alg: Alg) -> bool {
-        let kind_fits = matches!(
-            (&self.key, alg),
-            (PublicKey::P256(_), Alg::Es256)
-                | (PublicKey::Ed25519(_), Alg::EdDsa)
-                | (
-                    PublicKey::Rsa(_),
-                    Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512
-                )
-        );
-        kind_fits && self.alg.is_none_or(|a| a == alg)
+        self.key.kind() == alg.key_kind() && self.alg.is_none_or(|a| a == alg)
     }
 }
 

@@ -1,8 +1,11 @@
 //! jwt-guard: a JWT authorization filter for proxy-wasm hosts.
 //!
-//! Decisions are pure functions ([`config`], [`extract`], [`jwks`], [`verify`], [`policy`], [`routing`],
-//! [`deny`], [`fetch_lease`], [`flow`], [`forward`], [`audit`], [`headers`]); `host` is the only code that talks to proxy-wasm.
+//! Decisions are pure functions ([`config`], [`extract`], [`jwks`], [`verify`], [`policy`],
+//! [`routing`], [`deny`], [`fetch_lease`], [`flow`], [`forward`], [`audit`], [`headers`]); a
+//! [`worker`] carries them out through the [`host::Host`] trait; `wasm` (wasm32 only) is
+//! the only code that talks to proxy-wasm. ARCHITECTURE.md has the whole picture.
 
+pub mod alg;
 pub mod audit;
 pub mod cache;
 pub mod client_address;
@@ -22,6 +25,9 @@ pub mod verify;
 pub mod host;
 pub mod worker;
 
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+
 #[cfg(test)]
 mod robustness;
 #[cfg(test)]
@@ -30,5 +36,5 @@ mod testkit;
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
-    proxy_wasm::set_root_context(|context_id| Box::new(host::root::Root::new(context_id)));
+    proxy_wasm::set_root_context(|context_id| Box::new(wasm::root::Root::new(context_id)));
 }}

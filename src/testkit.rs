@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::config::{KeySource, Provider};
 use crate::extract::TokenSource;
 use crate::jwks::KeySet;
-use crate::verify::Alg;
+use crate::verify::{Acceptance, Alg};
 
 pub const NOW: i64 = 1_800_000_000;
 pub const ISS: &str = "https://auth.example.com";
@@ -82,12 +82,14 @@ pub fn kid_for(alg: Alg) -> &'static str {
 pub fn provider_with_algs(algs: &[Alg]) -> Provider {
     Provider {
         name: "corp".into(),
-        issuer: ISS.into(),
+        accepts: Acceptance {
+            issuer: ISS.into(),
+            algorithms: algs.to_vec(),
+            clock_skew_s: 60,
+            token_types: Vec::new(),
+        },
         audiences: vec![AUD.into()],
-        token_types: Vec::new(),
         keys: KeySource::Local(Arc::new(keys())),
-        algorithms: algs.to_vec(),
-        clock_skew_s: 60,
         token_sources: vec![TokenSource::Header {
             name: "authorization".into(),
             prefix: "Bearer ".into(),

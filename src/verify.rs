@@ -9,69 +9,20 @@ use jwt_compact::{Algorithm, AlgorithmSignature, ParseError, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::Provider;
+pub use crate::alg::Alg;
 use crate::jwks::{Jwk, KeySet, PublicKey};
 
-/// The JWS algorithms the filter verifies. Symmetric ones (HS*) and `none` are not here on
-/// purpose: with a public JWKS they would let anyone forge tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alg {
-    Es256,
-    Rs256,
-    Rs384,
-    Rs512,
-    Ps256,
-    Ps384,
-    Ps512,
-    EdDsa,
-}
-
-const ALL_ALGS: [Alg; 8] = [
-    Alg::Es256,
-    Alg::Rs256,
-    Alg::Rs384,
-    Alg::Rs512,
-    Alg::Ps256,
-    Alg::Ps384,
-    Alg::Ps512,
-    Alg::EdDsa,
-];
-
-impl Alg {
-    pub fn name(self) -> &'static str {
-        match self {
-            Alg::Es256 => "ES256",
-            Alg::Rs256 => "RS256",
-            Alg::Rs384 => "RS384",
-            Alg::Rs512 => "RS512",
-            Alg::Ps256 => "PS256",
-            Alg::Ps384 => "PS384",
-            Alg::Ps512 => "PS512",
-            Alg::EdDsa => "EdDSA",
-        }
-    }
-
-    /// The algorithm a token header names (exact, case-sensitive as in RFC 7515).
-    pub fn from_token_name(name: &str) -> Option<Alg> {
-        ALL_ALGS.into_iter().find(|a| a.name() == name)
-    }
-
-    /// The algorithm a config names, with a reason when it cannot be allowed.
-    pub fn from_config_name(name: &str) -> Result<Alg, String> {
-        if let Some(a) = Alg::from_token_name(name) {
-            return Ok(a);
-        }
-        if name.starts_with("HS") {
-            return Err(format!(
-                "{name} is symmetric: a public JWKS cannot verify it safely, so it is not supported"
-            ));
-        }
-        let known: Vec<&str> = ALL_ALGS.iter().map(|a| a.name()).collect();
-        Err(format!(
-            "unsupported algorithm {name:?}; use one of {}",
-            known.join(", ")
-        ))
-    }
+/// What a provider accepts of a token: all that verification needs of its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acceptance {
+    /// `iss` must equal it exactly.
+    pub issuer: String,
+    /// Allowed `alg`s.
+    pub algorithms: Vec<Alg>,
+    /// Leeway on `exp` and `nbf`.
+    pub clock_skew_s: u64,
+    /// Accepted `typ` values, normalized by [`normalize_typ`] (empty: any).
+    pub token_types: Vec<String>,
 }
 
 /// Why a token was refused. Each maps to one stable deny code (see `deny.rs`).
@@ -184,17 +135,17 @@ pub struct Verified {
     pub alg: Alg,
 }
 
-/// Verifies `t` against `provider` with `keys`, at `now` (Unix seconds). `audiences`
+/// Verifies `t` for a provider that `accepts` it, with `keys`, at `now` (Unix seconds). `audiences`
 /// are the accepted audiences: the provider's, or a rule's override (empty: unchecked).
 pub fn verify(
     t: &Untrusted<'_>,
-    provider: &Provider,
+    accepts: &Acceptance,
     audiences: &[String],
     keys: &KeySet,
     now: i64,
 ) -> Result<Verified, VerifyError> {
-    let v = verify_signature(t, provider, keys, &RustCrypto)?;
-    check_claims(&v, provider, audiences, now)?;
+    let v = verify_signature(t, accepts, keys, &RustCrypto)?;
+    check_claims(&v, accepts, audiences, now)?;
     Ok(v)
 }
 
@@ -202,19 +153,19 @@ pub fn verify(
 /// is required here, so that every cached token has an end.
 pub fn verify_signature(
     t: &Untrusted<'_>,
-    provider: &Provider,
+    accepts: &Acceptance,
     keys: &KeySet,
     crypto: &dyn Crypto,
 ) -> Result<Verified, VerifyError> {
     let name = t.token.algorithm();
     let alg = Alg::from_token_name(name)
-        .filter(|a| provider.algorithms.contains(a))
+        .filter(|a| accepts.algorithms.contains(a))
         .ok_or_else(|| VerifyError::AlgNotAllowed {
             alg: name.chars().take(32).collect(),
         })?;
-    if !provider.token_types.is_empty() {
+    if !accepts.token_types.is_empty() {
         let typ = t.token.header().token_type.as_deref().map(normalize_typ);
-        if !typ.is_some_and(|typ| provider.token_types.contains(&typ)) {
+        if !typ.is_some_and(|typ| accepts.token_types.contains(&typ)) {
             return Err(VerifyError::TypeNotAccepted);
         }
     }
@@ -265,11 +216,11 @@ pub fn verify_signature(
 /// The cheap half, run on every request: `exp`/`nbf` with skew, `iss`, `aud`.
 pub fn check_claims(
     v: &Verified,
-    provider: &Provider,
+    accepts: &Acceptance,
     audiences: &[String],
     now: i64,
 ) -> Result<(), VerifyError> {
-    let skew = i64::try_from(provider.clock_skew_s).unwrap_or(i64::MAX);
+    let skew = i64::try_from(accepts.clock_skew_s).unwrap_or(i64::MAX);
     if now > v.expires_at.saturating_add(skew) {
         return Err(VerifyError::Expired);
     }
@@ -278,7 +229,7 @@ pub fn check_claims(
     {
         return Err(VerifyError::NotYetValid);
     }
-    check_issuer(&v.claims, &provider.issuer)?;
+    check_issuer(&v.claims, &accepts.issuer)?;
     check_audience(&v.claims, audiences)
 }
 
@@ -359,7 +310,7 @@ mod tests {
         for alg in [Alg::Es256, Alg::Rs256, Alg::Ps256, Alg::Rs512, Alg::EdDsa] {
             let p = provider_with_algs(&[alg]);
             let tok = mint(alg, Some(kid_for(alg)), &claims(NOW));
-            let v = verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW)
+            let v = verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW)
                 .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
             assert_eq!(v.claims["sub"], "svc-a");
             assert_eq!(v.expires_at, NOW + 300);
@@ -373,11 +324,25 @@ mod tests {
         // fail is its 2011 expiry; a flipped signature bit fails the signature instead.
         let keys = keys();
         let p = provider();
-        let err = verify(&parse(RFC7515_A3).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err();
+        let err = verify(
+            &parse(RFC7515_A3).unwrap(),
+            &p.accepts,
+            &p.audiences,
+            &keys,
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(err, VerifyError::Expired);
         let flipped = RFC7515_A3.replace("Eg8L38V", "Eg8L39V");
         assert_ne!(flipped, RFC7515_A3);
-        let err = verify(&parse(&flipped).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err();
+        let err = verify(
+            &parse(&flipped).unwrap(),
+            &p.accepts,
+            &p.audiences,
+            &keys,
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(err, VerifyError::BadSignature);
     }
 
@@ -386,7 +351,7 @@ mod tests {
         let tok = mint(Alg::Es256, None, &claims(NOW));
         assert!(verify(
             &parse(&tok).unwrap(),
-            &provider(),
+            &provider().accepts,
             &[AUD.to_string()],
             &keys(),
             NOW
@@ -402,29 +367,29 @@ mod tests {
         c["exp"] = (NOW - 61).into();
         let tok = mint(Alg::Es256, Some("ec1"), &c);
         assert_eq!(
-            verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err(),
+            verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).unwrap_err(),
             VerifyError::Expired
         );
         c["exp"] = (NOW - 59).into();
         let tok = mint(Alg::Es256, Some("ec1"), &c);
-        assert!(verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).is_ok());
+        assert!(verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).is_ok());
 
         let mut c = claims(NOW);
         c["nbf"] = (NOW + 61).into();
         let tok = mint(Alg::Es256, Some("ec1"), &c);
         assert_eq!(
-            verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err(),
+            verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).unwrap_err(),
             VerifyError::NotYetValid
         );
         c["nbf"] = (NOW + 59).into();
         let tok = mint(Alg::Es256, Some("ec1"), &c);
-        assert!(verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).is_ok());
+        assert!(verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).is_ok());
 
         let mut c = claims(NOW);
         c.as_object_mut().unwrap().remove("exp");
         let tok = mint(Alg::Es256, Some("ec1"), &c);
         assert_eq!(
-            verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err(),
+            verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).unwrap_err(),
             VerifyError::MissingClaim { claim: "exp" }
         );
     }
@@ -442,13 +407,13 @@ mod tests {
             let mut c = claims(NOW);
             c[claim] = v.into();
             let tok = mint(Alg::Es256, Some("ec1"), &c);
-            let _ = verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW);
+            let _ = verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW);
         }
         let mut c = claims(NOW);
         c["exp"] = "tomorrow".into();
         let tok = mint(Alg::Es256, Some("ec1"), &c);
         assert_eq!(
-            verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err(),
+            verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).unwrap_err(),
             VerifyError::MalformedClaims
         );
     }
@@ -461,7 +426,7 @@ mod tests {
         c["iss"] = "https://evil.example".into();
         let tok = mint(Alg::Es256, Some("ec1"), &c);
         assert_eq!(
-            verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err(),
+            verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).unwrap_err(),
             VerifyError::IssuerMismatch
         );
 
@@ -469,13 +434,13 @@ mod tests {
         c["aud"] = "https://other.example".into();
         let tok = mint(Alg::Es256, Some("ec1"), &c);
         assert_eq!(
-            verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err(),
+            verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).unwrap_err(),
             VerifyError::AudienceMismatch
         );
 
         c["aud"] = serde_json::json!(["https://other.example", AUD]);
         let tok = mint(Alg::Es256, Some("ec1"), &c);
-        assert!(verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).is_ok());
+        assert!(verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).is_ok());
     }
 
     #[test]
@@ -484,18 +449,18 @@ mod tests {
         let p = provider(); // ES256 and RS256
         let tok = mint(Alg::Ps256, Some("rsa1"), &claims(NOW));
         assert!(matches!(
-            verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW),
+            verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW),
             Err(VerifyError::AlgNotAllowed { .. })
         ));
         let tok = mint(Alg::Es256, Some("nope"), &claims(NOW));
         assert!(matches!(
-            verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW),
+            verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW),
             Err(VerifyError::UnknownKid { .. })
         ));
         // kid of an RSA key on an ES256 token: no key fits.
         let tok = mint(Alg::Es256, Some("rsa1"), &claims(NOW));
         assert_eq!(
-            verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err(),
+            verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).unwrap_err(),
             VerifyError::NoFittingKey
         );
     }
@@ -507,7 +472,7 @@ mod tests {
         assert!(matches!(
             verify(
                 &parse(&tok).unwrap(),
-                &provider(),
+                &provider().accepts,
                 &[AUD.to_string()],
                 &keys(),
                 NOW
@@ -527,7 +492,7 @@ mod tests {
         ] {
             let tok = forge(header, &claims(NOW), b"sig");
             assert!(matches!(
-                verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW),
+                verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW),
                 Err(VerifyError::AlgNotAllowed { .. })
             ));
         }
@@ -542,13 +507,20 @@ mod tests {
             good.rsplit_once('.').unwrap().1
         );
         assert_eq!(
-            verify(&parse(&spliced).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err(),
+            verify(
+                &parse(&spliced).unwrap(),
+                &p.accepts,
+                &p.audiences,
+                &keys,
+                NOW
+            )
+            .unwrap_err(),
             VerifyError::BadSignature
         );
         // A signature by a key the JWKS does not have, under its kid.
         let tok = mint_with_other_key(Alg::Es256, "ec1", &claims(NOW));
         assert_eq!(
-            verify(&parse(&tok).unwrap(), &p, &p.audiences, &keys, NOW).unwrap_err(),
+            verify(&parse(&tok).unwrap(), &p.accepts, &p.audiences, &keys, NOW).unwrap_err(),
             VerifyError::BadSignature
         );
     }

@@ -6,7 +6,8 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use crate::envoy_crypto::{decode_result, encode_request, es256_der, hash_name};
+use crate::alg::HostCheck;
+use crate::envoy_crypto::{decode_result, encode_request, es256_der};
 use crate::host::{Host, HostError, MetricKind};
 use crate::jwks::Jwk;
 use crate::verify::{Alg, Crypto};
@@ -36,21 +37,15 @@ impl Crypto for HostCrypto {
         if !self.available.get() {
             return None;
         }
-        let hash = hash_name(alg)?;
         let der = key.spki_der.as_deref()?;
-        let der_signature;
-        let signature = if alg == Alg::Es256 {
-            match es256_der(signature) {
-                Some(d) => {
-                    der_signature = d;
-                    der_signature.as_slice()
-                }
+        let request = match alg.host_check() {
+            HostCheck::None => return None,
+            HostCheck::Raw(hash) => encode_request(hash, der, signature, input),
+            HostCheck::EcdsaDer(hash) => match es256_der(signature) {
+                Some(sig) => encode_request(hash, der, &sig, input),
                 None => return Some(false),
-            }
-        } else {
-            signature
+            },
         };
-        let request = encode_request(hash, der, signature, input);
         match self.host.foreign_function("verify_signature", &request) {
             Ok(Some(reply)) => {
                 bump(&*self.host, self.checked);

@@ -185,7 +185,7 @@ impl Worker {
             .config
             .providers
             .get(i)
-            .map(|p| p.issuer.clone())
+            .map(|p| p.accepts.issuer.clone())
             .unwrap_or_default();
         let jitter = self.random();
         if let Some(p) = self.providers.get_mut(i) {

@@ -8,7 +8,7 @@ use proxy_wasm::types::Action;
 
 use crate::worker::{Next, Worker};
 
-use super::proxy_wasm::ProxyWasmHost;
+use super::host::ProxyWasmHost;
 
 pub struct Http {
     context_id: u32,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 
 use super::abi::{self, Status};
-use super::{Host, HostError, MetricKind};
+use crate::host::{Host, HostError, MetricKind};
 
 pub struct ProxyWasmHost;
 

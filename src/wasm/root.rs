@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::worker::Worker;
 
 use super::abi;
+use super::host::ProxyWasmHost;
 use super::http::Http;
-use super::proxy_wasm::ProxyWasmHost;
 
 /// How often each worker checks shared data for new keys and whether a fetch is due.
 const TICK: Duration = Duration::from_millis(100);

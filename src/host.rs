@@ -1,18 +1,9 @@
 //! The seam between jwt-guard and its proxy: [`Host`] is everything the filter asks of a
-//! proxy-wasm host. The logic that uses it ([`crate::worker`]) is compiled natively and
-//! driven in tests by a fake host; the proxy-wasm implementation (wasm only) calls the ABI
+//! proxy-wasm host. The logic that uses it (`worker`) is compiled natively and driven in
+//! tests by a fake host; the proxy-wasm implementation (`wasm`, wasm32 only) calls the ABI
 //! and only translates (statuses to [`HostError`]).
 
 use std::time::Duration;
-
-#[cfg(target_arch = "wasm32")]
-mod abi;
-#[cfg(target_arch = "wasm32")]
-mod http;
-#[cfg(target_arch = "wasm32")]
-mod proxy_wasm;
-#[cfg(target_arch = "wasm32")]
-pub mod root;
 
 /// A host call that did not succeed, by the proxy-wasm status it returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +45,7 @@ pub trait Host {
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError>;
 
     /// Starts a GET through an upstream `cluster`; its answer comes to
-    /// [`crate::worker::Worker::on_http_call_response`] with the returned token.
+    /// the worker's `on_http_call_response` with the returned token.
     fn http_call(
         &self,
         cluster: &str,
@@ -88,7 +79,7 @@ pub trait Host {
 
     /// Makes `context_id` the context later request calls act on. Optional in practice:
     /// a host without it cannot have paused requests resumed from the root, so the
-    /// filter then never pauses one (see [`crate::worker::Worker::new`]).
+    /// filter then never pauses one.
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError>;
 
     /// A host property such as `["source", "address"]`.

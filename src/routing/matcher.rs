@@ -1,0 +1,275 @@
+//! Rule matchers: path (exact, segment-aware prefix, template), methods and host, each
+//! compared against one reading of a request (see [`super::readings`]).
+
+use super::readings::{eq_folded, fold, strip_prefix_folded, HostReading};
+
+#[derive(Debug, Default)]
+pub struct Matcher {
+    pub path: PathMatch,
+    /// Upper case; empty matches every method.
+    pub methods: Vec<String>,
+    pub host: Option<HostMatch>,
+    /// Compare the path ignoring case (for upstreams that route case-insensitively).
+    pub ignore_case: bool,
+}
+
+#[derive(Debug, Default)]
+pub enum PathMatch {
+    #[default]
+    Any,
+    Exact(String),
+    /// Segment-aware: `/health` matches `/health` and `/health/x`, not `/healthz`, so a
+    /// public prefix never opens a neighbouring route by accident.
+    Prefix(String),
+    /// `/workflows/{id}/steps`: `{name}` and `*` match one segment, a final `**` the rest.
+    Template(Vec<Segment>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    One,
+    Rest,
+}
+
+impl PathMatch {
+    pub fn prefix(p: String) -> PathMatch {
+        if p == "/" {
+            PathMatch::Any
+        } else {
+            PathMatch::Prefix(p)
+        }
+    }
+
+    pub fn template(t: &str) -> Result<PathMatch, String> {
+        let parts: Vec<&str> = t.trim_start_matches('/').split('/').collect();
+        let mut segs = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let seg = if *part == "**" {
+                if i + 1 != parts.len() {
+                    return Err("\"**\" may only end a template".into());
+                }
+                Segment::Rest
+            } else if *part == "*"
+                || (part.starts_with('{') && part.ends_with('}') && part.len() > 2)
+            {
+                Segment::One
+            } else if part.contains(['{', '}', '*']) {
+                return Err(format!("segment {part:?}: use {{name}}, * or a final **"));
+            } else {
+                Segment::Literal((*part).to_string())
+            };
+            segs.push(seg);
+        }
+        Ok(PathMatch::Template(segs))
+    }
+
+    /// The literal text this matcher compares, for deciding whether case can matter.
+    fn literals(&self) -> Vec<&str> {
+        match self {
+            PathMatch::Any => vec![],
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => vec![p.as_str()],
+            PathMatch::Template(segs) => segs
+                .iter()
+                .filter_map(|s| match s {
+                    Segment::Literal(l) => Some(l.as_str()),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// `fold`: compare ignoring case (see [`crate::routing::fold`]).
+    fn matches(&self, path: &str, fold: bool) -> bool {
+        let strip = |s: &'_ str, p: &str| -> Option<usize> {
+            if fold {
+                strip_prefix_folded(s, p).map(str::len)
+            } else {
+                s.strip_prefix(p).map(str::len)
+            }
+        };
+        let eq = |a: &str, b: &str| if fold { eq_folded(a, b) } else { a == b };
+        match self {
+            PathMatch::Any => true,
+            PathMatch::Exact(p) => eq(path, p),
+            PathMatch::Prefix(p) => match strip(path, p) {
+                Some(left) => {
+                    let rest = path.get(path.len() - left..).unwrap_or_default();
+                    p.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+                }
+                None => false,
+            },
+            PathMatch::Template(segs) => {
+                let Some(rest) = path.strip_prefix('/') else {
+                    return false;
+                };
+                let mut parts = rest.split('/');
+                for seg in segs {
+                    match seg {
+                        Segment::Rest => return true,
+                        Segment::One => {
+                            if parts.next().is_none_or(str::is_empty) {
+                                return false;
+                            }
+                        }
+                        Segment::Literal(l) => {
+                            if !parts.next().is_some_and(|p| eq(p, l)) {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                parts.next().is_none()
+            }
+        }
+    }
+}
+
+/// `api.example.com` exactly, or `*.example.com` for any subdomain, case-insensitive. As
+/// in Envoy's virtual-host matching, a request naming a port matches only a pattern that
+/// ends in `:*` (any port, or none).
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostMatch {
+    pub name: HostName,
+    pub any_port: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostName {
+    Exact(String),
+    Suffix(String),
+}
+
+impl HostMatch {
+    pub fn parse(h: &str) -> Result<HostMatch, String> {
+        let h = h.to_ascii_lowercase();
+        let (h, any_port) = match h.strip_suffix(":*") {
+            Some(rest) => (rest.to_string(), true),
+            None => (h, false),
+        };
+        let (h, v6) = match h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            Some(inner) => (inner.to_string(), true),
+            None => (h, false),
+        };
+        let allowed = |c: char| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*') || (v6 && c == ':')
+        };
+        if h.is_empty() || !h.chars().all(allowed) || h.ends_with('.') {
+            return Err(
+                "must be a host name, optionally starting with \"*.\" and ending with \":*\" \
+                 (any port); no trailing dot, user info or port number"
+                    .into(),
+            );
+        }
+        let name = match h.strip_prefix('*') {
+            Some(rest) if rest.starts_with('.') && rest.len() > 1 && !rest.contains('*') => {
+                HostName::Suffix(rest.to_string())
+            }
+            Some(_) => return Err("a wildcard must be \"*.\" followed by a domain".into()),
+            None if h.contains('*') => {
+                return Err("a wildcard must be \"*.\" followed by a domain".into())
+            }
+            None => HostName::Exact(h),
+        };
+        Ok(HostMatch { name, any_port })
+    }
+
+    fn matches(&self, r: HostReading<'_>) -> bool {
+        if r.port.is_some() && !self.any_port {
+            return false;
+        }
+        let host = r.host;
+        match &self.name {
+            HostName::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostName::Suffix(s) => {
+                host.len() > s.len()
+                    && host
+                        .get(host.len() - s.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(s))
+            }
+        }
+    }
+}
+
+impl Matcher {
+    /// `path` without its query; `fold`: this reading ignores case whatever the rule says.
+    /// The path goes first: it is the test that rules out most rules.
+    pub fn matches(&self, method: &str, host: HostReading<'_>, path: &str, fold: bool) -> bool {
+        self.path.matches(path, fold || self.ignore_case)
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && self.host.as_ref().is_none_or(|h| h.matches(host))
+    }
+
+    /// Whether the rule's path text has letters a case-insensitive reading would fold.
+    pub fn has_upper_case(&self) -> bool {
+        self.path
+            .literals()
+            .iter()
+            .any(|l| l.chars().any(|c| fold(c) != c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_segment_aware() {
+        let p = PathMatch::prefix("/health".into());
+        assert!(p.matches("/health", false));
+        assert!(p.matches("/health/live", false));
+        assert!(!p.matches("/healthz", false));
+        assert!(!p.matches("/heal", false));
+        assert!(!p.matches("/HEALTH", false));
+        assert!(p.matches("/HEALTH/x", true));
+        assert!(!p.matches("/HEALTHz", true));
+        let p = PathMatch::prefix("/api/".into());
+        assert!(p.matches("/api/x", false));
+        assert!(!p.matches("/api", false));
+        assert!(PathMatch::prefix("/".into()).matches("/anything", false));
+    }
+
+    #[test]
+    fn templates_match_whole_segments() {
+        let t = PathMatch::template("/workflows/{id}/steps").unwrap();
+        assert!(t.matches("/workflows/wf_123/steps", false));
+        assert!(!t.matches("/workflows//steps", false));
+        assert!(!t.matches("/workflows/a/b/steps", false));
+        assert!(!t.matches("/workflows/a/steps/x", false));
+        assert!(!t.matches("/Workflows/a/steps", false));
+        assert!(t.matches("/Workflows/a/STEPS", true));
+        let t = PathMatch::template("/files/*/**").unwrap();
+        assert!(t.matches("/files/a/b/c", false));
+        assert!(t.matches("/files/a/", false));
+        assert!(!t.matches("/files", false));
+        assert!(PathMatch::template("/a/**/b").is_err());
+        assert!(PathMatch::template("/a/x{id}").is_err());
+    }
+
+    #[test]
+    fn host_patterns_match_case_insensitively_and_ports_only_with_a_star() {
+        let at = |host, port| HostReading { host, port };
+        let h = HostMatch::parse("API.example.com").unwrap();
+        assert!(h.matches(at("Api.Example.Com", None)));
+        assert!(!h.matches(at("api.example.com", Some("443"))));
+        assert!(!h.matches(at("api.example.com.evil", None)));
+        let any = HostMatch::parse("api.example.com:*").unwrap();
+        assert!(any.matches(at("api.example.com", Some("443"))));
+        assert!(any.matches(at("api.example.com", None)));
+        assert!(HostMatch::parse("[::1]:*")
+            .unwrap()
+            .matches(at("::1", Some("8080"))));
+        for bad in [
+            "*",
+            "*.",
+            "",
+            "a.*.com",
+            "x@a.com",
+            "a.com.",
+            "a.com:443",
+            "a b",
+        ] {
+            assert!(HostMatch::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

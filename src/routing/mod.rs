@@ -1,0 +1,333 @@
+//! Which rules a request selects, under every reading an upstream may give it.
+//!
+//! A filter that decides on one reading of a request while the upstream serves another is
+//! bypassed: `/health/..;/admin` is `/health/..;/admin` to a matcher that takes the path
+//! as sent, and `/admin` to a servlet container. So the request is read every way a
+//! common upstream or Envoy setting reads it ([`readings`]: the path as sent, with dot
+//! segments resolved, percent-decoded, with `;` parameters cut, without a trailing slash,
+//! ignoring case; the host with and without its port, trailing dot and user info; `HEAD`
+//! as `GET`), and [`select_rules`] returns every rule any reading selects. The flow then
+//! requires all of them to let the request through: the strictest reading decides.
+//! Headers that some upstreams take as the real path, method or host (`X-Original-URL`,
+//! `X-HTTP-Method-Override`, `X-Forwarded-Host`, a `_method` parameter) add readings too.
+//!
+//! A plain request (lower-case path without `%`, `;`, `\`, `//`, dot segments or a
+//! trailing slash, a host without port, an upper-case method) has one reading and costs
+//! one scan of the matchers.
+
+mod matcher;
+pub mod readings;
+
+use std::borrow::Cow;
+
+use crate::headers::HeaderSnapshot;
+
+pub use self::matcher::{HostMatch, HostName, Matcher, PathMatch, Segment};
+use self::readings::{host_readings, method_readings, might_fold, push_new};
+pub use self::readings::{path_readings, route_path, HostReading};
+
+/// Headers that some upstreams take as the request's real path: Symfony and IIS's URL
+/// Rewrite read `X-Original-URL` and `X-Rewrite-URL`.
+const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+/// ... its real method: Express's method-override, Spring, ASP.NET and many API gateways.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+/// ... its real host: frameworks that trust the proxy in front (Django, Express, Rails).
+const HOST_OVERRIDES: [&str; 2] = ["x-forwarded-host", "x-host"];
+
+/// The rules (by index of their `matchers`) that `method`, `authority` and `path` (query
+/// included) select, with the override headers among `headers`: one entry per distinct
+/// selection, `None` standing for the default; the as-sent reading's first.
+pub fn select_rules<'m>(
+    matchers: impl Iterator<Item = &'m Matcher> + Clone,
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &HeaderSnapshot,
+) -> Vec<Option<usize>> {
+    let overrides = Overrides::of(headers, method, path);
+    let mut paths = path_readings(path);
+    for p in &overrides.paths {
+        for r in path_readings(p) {
+            push_new(&mut paths, Cow::Owned(r.into_owned()));
+        }
+    }
+    let match_hosts = matchers.clone().any(|m| m.host.is_some());
+    let mut hosts = host_readings(authority, match_hosts);
+    if match_hosts {
+        for h in &overrides.hosts {
+            for r in host_readings(h, true) {
+                if !hosts.contains(&r) {
+                    hosts.push(r);
+                }
+            }
+        }
+    }
+    let mut methods = method_readings(method);
+    for m in &overrides.methods {
+        for r in method_readings(m) {
+            push_new(&mut methods, Cow::Owned(r.into_owned()));
+        }
+    }
+    let fold_rules = matchers
+        .clone()
+        .any(|m| !m.ignore_case && m.has_upper_case());
+    let mut selected: Vec<Option<usize>> = Vec::with_capacity(1);
+    for p in &paths {
+        // Upstreams that route case-insensitively (Express, ASP.NET, Spring with
+        // case-insensitive matching) read `/ADMIN` as `/admin`.
+        let folds: &[bool] = if fold_rules || might_fold(p) {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &fold in folds {
+            for h in &hosts {
+                for m in &methods {
+                    let pick = matchers.clone().position(|r| r.matches(m, *h, p, fold));
+                    if !selected.contains(&pick) {
+                        selected.push(pick);
+                    }
+                }
+            }
+        }
+    }
+    selected
+}
+
+/// What override headers (and a `_method` query parameter, which Rails, Laravel and
+/// Symfony honour) say the request is.
+#[derive(Default)]
+struct Overrides {
+    paths: Vec<String>,
+    methods: Vec<String>,
+    hosts: Vec<String>,
+}
+
+impl Overrides {
+    fn of(headers: &HeaderSnapshot, method: &str, path: &str) -> Overrides {
+        let mut o = Overrides::default();
+        for (name, value) in headers.iter() {
+            let value = String::from_utf8_lossy(value).trim().to_string();
+            if PATH_OVERRIDES.contains(&name) {
+                o.paths.push(value);
+            } else if METHOD_OVERRIDES.contains(&name) {
+                o.methods.push(value);
+            } else if HOST_OVERRIDES.contains(&name) {
+                // A list (one entry per proxy): each may be the one an upstream reads.
+                o.hosts
+                    .extend(value.split(',').map(|h| h.trim().to_ascii_lowercase()));
+            }
+        }
+        if !method.eq_ignore_ascii_case("GET") {
+            let query = path.split_once('?').map_or("", |(_, q)| q);
+            for pair in query.split('&') {
+                if let Some(("_method", m)) = pair.split_once('=') {
+                    o.methods.push(m.to_string());
+                }
+            }
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(path: PathMatch, methods: &[&str], host: Option<&str>) -> Matcher {
+        Matcher {
+            path,
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            host: host.map(|h| HostMatch::parse(h).unwrap()),
+            ignore_case: false,
+        }
+    }
+
+    fn prefix(p: &str) -> PathMatch {
+        PathMatch::prefix(p.into())
+    }
+
+    /// A public `/health` and `/public`, a protected `/admin`, a `/validation/{id}`
+    /// template and a catch-all.
+    fn rules() -> Vec<Matcher> {
+        vec![
+            rule(prefix("/health"), &[], None),
+            rule(prefix("/public"), &[], None),
+            rule(prefix("/admin"), &[], None),
+            rule(
+                PathMatch::template("/validation/{id}").unwrap(),
+                &["POST"],
+                None,
+            ),
+            rule(PathMatch::Any, &[], None),
+        ]
+    }
+
+    fn select(method: &str, path: &str) -> Vec<Option<usize>> {
+        select_rules(rules().iter(), method, "api.example.com", path, &none())
+    }
+
+    fn none() -> HeaderSnapshot {
+        HeaderSnapshot::default()
+    }
+
+    #[test]
+    fn a_plain_request_has_one_reading() {
+        assert_eq!(select("GET", "/health/live?x=1"), vec![Some(0)]);
+        assert_eq!(select("GET", "/admin/users"), vec![Some(2)]);
+        assert_eq!(
+            path_readings("/workflows/active?x=/../y"),
+            vec!["/workflows/active"]
+        );
+        assert!(matches!(path_readings("/a/b")[0], Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn every_reading_that_reaches_admin_selects_the_admin_rule() {
+        for path in [
+            // `;` parameters: servlet containers cut them, so `..;` is a dot segment.
+            "/admin;x/users",
+            "/;x/admin/users",
+            "/health/..;/admin/users",
+            "/health/%2e%2e;/admin/users",
+            "/public/..;/..;/admin",
+            // Dot segments and encodings that a non-normalizing Envoy passes as sent.
+            "/health/../admin/users",
+            "/health/%2e%2e/admin/users",
+            "/health/..%2Fadmin/users",
+            "/health/..%5cadmin/users",
+            "/health\\..\\admin",
+            "/health/./../admin",
+            "/%61dmin/users",
+            "//admin/users",
+            // Case: Express routes `/ADMIN` to `/admin`; Java folds `ſ`... on `/admin` no,
+            // but upper case does.
+            "/ADMIN/users",
+            "/Admin",
+        ] {
+            let picks = select("GET", path);
+            assert!(picks.contains(&Some(2)), "{path}: {picks:?}");
+        }
+    }
+
+    #[test]
+    fn a_protected_path_hiding_a_public_one_keeps_its_own_rule_too() {
+        // Decided as /health by a decoding reading, served as /admin by the raw one.
+        for path in [
+            "/admin/../health",
+            "/admin/%2e%2e/health",
+            "/admin/..%2Fhealth",
+            "/admin/users;x=%2F..%2F..%2Fhealth",
+        ] {
+            let picks = select("GET", path);
+            assert!(picks.contains(&Some(2)), "{path}: {picks:?}");
+        }
+    }
+
+    #[test]
+    fn trailing_slash_selects_the_template_too() {
+        let picks = select("POST", "/validation/1/");
+        assert!(picks.contains(&Some(3)), "{picks:?}");
+        assert!(picks.contains(&Some(4)), "{picks:?}");
+        assert_eq!(select("POST", "/validation/1"), vec![Some(3)]);
+    }
+
+    #[test]
+    fn head_is_read_as_get_and_methods_as_upper_case() {
+        let r = [
+            rule(PathMatch::Any, &["GET"], None),
+            rule(PathMatch::Any, &[], None),
+        ];
+        assert_eq!(
+            select_rules(r.iter(), "HEAD", "h", "/x", &none()),
+            vec![Some(1), Some(0)]
+        );
+        assert_eq!(
+            select_rules(r.iter(), "get", "h", "/x", &none()),
+            vec![Some(1), Some(0)]
+        );
+        assert_eq!(
+            select_rules(r.iter(), "GET", "h", "/x", &none()),
+            vec![Some(0)]
+        );
+    }
+
+    #[test]
+    fn hosts_are_read_as_envoy_and_as_upstreams_read_them() {
+        let r = [
+            rule(PathMatch::Any, &[], Some("public.example.com")),
+            rule(PathMatch::Any, &[], Some("admin.example.com")),
+            rule(PathMatch::Any, &[], Some("any.example.com:*")),
+            rule(PathMatch::Any, &[], None),
+        ];
+        let pick = |a: &str| select_rules(r.iter(), "GET", a, "/", &none());
+        assert_eq!(pick("public.example.com"), vec![Some(0)]);
+        assert_eq!(pick("PUBLIC.example.com"), vec![Some(0)]);
+        // Envoy routes a host with a port (or a trailing dot, or user info) to another
+        // virtual host unless told otherwise; the upstream may not care.
+        assert_eq!(pick("public.example.com:1"), vec![Some(3), Some(0)]);
+        assert_eq!(pick("admin.example.com."), vec![Some(3), Some(1)]);
+        assert_eq!(pick("x@admin.example.com"), vec![Some(3), Some(1)]);
+        // `:*` accepts any port, so both readings agree.
+        assert_eq!(pick("any.example.com:8443"), vec![Some(2)]);
+        assert_eq!(pick("[::1]:80"), vec![Some(3)]);
+        // Without host rules the host is not read at all.
+        assert_eq!(
+            select_rules(rules().iter(), "GET", "x@y:1", "/admin", &none()),
+            vec![Some(2)]
+        );
+    }
+
+    #[test]
+    fn override_headers_are_readings_too() {
+        let h = |pairs: &[(&str, &str)]| HeaderSnapshot::from_pairs(pairs);
+        let r = rules();
+        let over = h(&[("x-original-url", "/admin/users")]);
+        assert_eq!(
+            select_rules(r.iter(), "GET", "a", "/public", &over),
+            vec![Some(1), Some(2)]
+        );
+        let over = h(&[("x-rewrite-url", "/%61dmin?x=1")]);
+        assert!(select_rules(r.iter(), "GET", "a", "/health", &over).contains(&Some(2)));
+        let post = [
+            rule(PathMatch::Any, &["DELETE"], None),
+            rule(PathMatch::Any, &[], None),
+        ];
+        for (headers, path) in [
+            (vec![("x-http-method-override", "DELETE")], "/x"),
+            (vec![("x-method-override", "delete")], "/x"),
+            (vec![], "/x?_method=DELETE"),
+        ] {
+            let picks = select_rules(post.iter(), "POST", "a", path, &h(&headers));
+            assert_eq!(picks, vec![Some(1), Some(0)], "{headers:?} {path}");
+        }
+        let hosts = [
+            rule(PathMatch::Any, &[], Some("admin.example.com")),
+            rule(PathMatch::Any, &[], None),
+        ];
+        let over = h(&[("x-forwarded-host", "cdn.example, ADMIN.example.com")]);
+        let picks = select_rules(hosts.iter(), "GET", "public.example.com", "/", &over);
+        assert_eq!(picks, vec![Some(1), Some(0)]);
+    }
+
+    #[test]
+    fn first_match_wins_and_query_is_ignored() {
+        let rules = [
+            rule(PathMatch::Exact("/a".into()), &["GET"], None),
+            rule(PathMatch::prefix("/a".into()), &[], None),
+            rule(PathMatch::Any, &[], Some("*.example.com:*")),
+        ];
+        let none = HeaderSnapshot::default();
+        let first = |m, a, p| select_rules(rules.iter(), m, a, p, &none);
+        assert_eq!(first("GET", "x", "/a?x=1"), vec![Some(0)]);
+        assert_eq!(first("POST", "x", "/a"), vec![Some(1)]);
+        assert_eq!(first("GET", "x", "/a/b#f"), vec![Some(1)]);
+        assert_eq!(first("GET", "api.Example.com:8443", "/b"), vec![Some(2)]);
+        assert_eq!(first("GET", "example.com", "/b"), vec![None]);
+        assert_eq!(first("GET", "evil-example.com", "/b"), vec![None]);
+    }
+}
