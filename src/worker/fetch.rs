@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::config::split_http_uri;
 use crate::fetch_lease;
-use crate::host::Host;
+use crate::host::{Host, HostError};
 use crate::jwks::KeySet;
 
 use super::keys::{update_record, ProviderKeys, Remote, Stage};
@@ -22,11 +22,95 @@ struct Discovered {
     jwks_uri: String,
 }
 
+/// Why a fetch failed. Each has a stable `reason`, counted in
+/// `provider.<name>.jwks_fetch_failure.<reason>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FetchFailure {
+    /// The host refused the callout: for Envoy, the cluster is not defined.
+    Dispatch { cluster: String, error: HostError },
+    /// The IdP was not reached: the cluster has no host (did not resolve), the connection
+    /// failed or was reset, or the call timed out. Envoy reports these as its own 503/504
+    /// replies; the detail is Envoy's text.
+    Unreachable(String),
+    /// An HTTP status other than 200.
+    Status(String),
+    /// A body larger than `max_bytes`.
+    TooLarge { size: usize, max: usize },
+    /// A discovery document that is not an OpenID configuration, or whose `jwks_uri` is
+    /// not an http(s) URI.
+    BadDiscovery(String),
+    /// A discovery document whose `issuer` is not the provider's.
+    IssuerMismatch { found: String },
+    /// A body that is not a usable JWKS (not JSON, no key the filter can use).
+    BadJwks(String),
+}
+
+impl FetchFailure {
+    pub const REASONS: [&'static str; 7] = [
+        "dispatch",
+        "unreachable",
+        "status",
+        "too_large",
+        "bad_discovery",
+        "issuer_mismatch",
+        "bad_jwks",
+    ];
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FetchFailure::Dispatch { .. } => "dispatch",
+            FetchFailure::Unreachable(_) => "unreachable",
+            FetchFailure::Status(_) => "status",
+            FetchFailure::TooLarge { .. } => "too_large",
+            FetchFailure::BadDiscovery(_) => "bad_discovery",
+            FetchFailure::IssuerMismatch { .. } => "issuer_mismatch",
+            FetchFailure::BadJwks(_) => "bad_jwks",
+        }
+    }
+}
+
+impl std::fmt::Display for FetchFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchFailure::Dispatch {
+                cluster,
+                error: HostError::BadArgument | HostError::NotFound,
+            } => write!(
+                f,
+                "the host has no cluster {cluster:?} (define it in Envoy)"
+            ),
+            FetchFailure::Dispatch { cluster, error } => {
+                write!(
+                    f,
+                    "the host refused a call to cluster {cluster:?} ({error:?})"
+                )
+            }
+            FetchFailure::Unreachable(detail) => write!(
+                f,
+                "the IdP was not reached (its cluster's hosts did not resolve or connect, or \
+                 the call timed out): {detail}"
+            ),
+            FetchFailure::Status(s) => write!(f, "status {s}"),
+            FetchFailure::TooLarge { size, max } => {
+                write!(f, "body of {size} bytes is over the {max} byte limit")
+            }
+            FetchFailure::BadDiscovery(why) => {
+                write!(f, "not a usable OpenID configuration: {why}")
+            }
+            FetchFailure::IssuerMismatch { found } => {
+                write!(f, "the discovery document names another issuer, {found:?}")
+            }
+            FetchFailure::BadJwks(why) => write!(f, "not a usable JWKS: {why}"),
+        }
+    }
+}
+
 /// A finished callout, reduced to what the fetch logic needs.
 pub struct Response {
     status: String,
     cache_control: Option<String>,
-    body: Result<Vec<u8>, String>,
+    body: Result<Vec<u8>, FetchFailure>,
 }
 
 impl Response {
@@ -37,9 +121,10 @@ impl Response {
                 .map(|v| String::from_utf8_lossy(&v).into_owned())
         };
         let body = if body_size > max_bytes {
-            Err(format!(
-                "body of {body_size} bytes is over the {max_bytes} byte limit"
-            ))
+            Err(FetchFailure::TooLarge {
+                size: body_size,
+                max: max_bytes,
+            })
         } else {
             Ok(host.call_response_body(body_size).unwrap_or_default())
         };
@@ -94,8 +179,8 @@ pub fn start_if_due(host: &dyn Host, p: &mut ProviderKeys, worker: u64, now: u64
         (_, false) => (Stage::Jwks, &jwks.cluster, &jwks.authority, &jwks.path),
     };
     let (cluster, authority, path) = (cluster.clone(), authority.clone(), path.clone());
-    if let Err(reason) = dispatch(host, remote, stage, &cluster, &authority, &path) {
-        fail(host, remote, now, jitter, &reason);
+    if let Err(failure) = dispatch(host, remote, stage, &cluster, &authority, &path) {
+        fail(host, remote, stage, now, jitter, &failure);
     }
 }
 
@@ -119,8 +204,8 @@ pub fn on_response(
             log::info!("jwt-guard: provider {}: loaded {count} keys", p.name);
         }),
     };
-    if let (Err(reason), Some(remote)) = (result, p.remote.as_mut()) {
-        fail(host, remote, now, jitter, &reason);
+    if let (Err(failure), Some(remote)) = (result, p.remote.as_mut()) {
+        fail(host, remote, stage, now, jitter, &failure);
     }
 }
 
@@ -131,7 +216,7 @@ fn dispatch(
     cluster: &str,
     authority: &str,
     path: &str,
-) -> Result<(), String> {
+) -> Result<(), FetchFailure> {
     let headers = [
         (":method", "GET"),
         (":path", path),
@@ -147,14 +232,23 @@ fn dispatch(
             log::debug!("jwt-guard: fetching {authority}{path} through {cluster}");
             Ok(())
         }
-        Err(status) => Err(format!(
-            "cannot call cluster {cluster:?} ({status:?}): is it defined in Envoy?"
-        )),
+        Err(error) => Err(FetchFailure::Dispatch {
+            cluster: cluster.to_string(),
+            error,
+        }),
     }
 }
 
-fn fail(host: &dyn Host, remote: &mut Remote, now: u64, jitter: u64, reason: &str) {
+fn fail(
+    host: &dyn Host,
+    remote: &mut Remote,
+    stage: Stage,
+    now: u64,
+    jitter: u64,
+    failure: &FetchFailure,
+) {
     bump(host, remote.stats.fetch_failure);
+    bump(host, remote.stats.failure_reason(failure.reason()));
     remote.in_flight = None;
     // The IdP may have moved its keys: discover again next time.
     if remote.discovered.is_some() {
@@ -170,9 +264,14 @@ fn fail(host: &dyn Host, remote: &mut Remote, now: u64, jitter: u64, reason: &st
         } else {
             "no keys yet"
         };
+        let what = match stage {
+            Stage::Discovery => "discovery",
+            Stage::Jwks => "JWKS",
+        };
         log::warn!(
-            "jwt-guard: JWKS fetch from {} failed: {reason}; {keeping}; retry in {} ms",
+            "jwt-guard: {what} fetch for {} failed ({}): {failure}; {keeping}; retry in {} ms",
             remote.jwks.uri,
+            failure.reason(),
             r.next_attempt_ms.saturating_sub(now)
         );
     }
@@ -184,23 +283,21 @@ fn on_discovery(
     remote: &mut Remote,
     issuer: &str,
     resp: Response,
-) -> Result<(), String> {
-    if resp.status != "200" {
-        return Err(status_reason(&resp.status));
-    }
+) -> Result<(), FetchFailure> {
+    check_status(&resp)?;
     let body = resp.body?;
     let doc: Discovered =
-        serde_json::from_slice(&body).map_err(|e| format!("not an OpenID configuration: {e}"))?;
+        serde_json::from_slice(&body).map_err(|e| FetchFailure::BadDiscovery(e.to_string()))?;
     if doc.issuer != issuer {
-        return Err(format!(
-            "the discovery document's issuer {:?} is not the configured {issuer:?}",
-            doc.issuer.chars().take(200).collect::<String>()
-        ));
+        return Err(FetchFailure::IssuerMismatch {
+            found: doc.issuer.chars().take(200).collect(),
+        });
     }
-    let (authority, path) = split_http_uri(&doc.jwks_uri).map_err(|e| format!("jwks_uri {e}"))?;
+    let (authority, path) = split_http_uri(&doc.jwks_uri)
+        .map_err(|e| FetchFailure::BadDiscovery(format!("jwks_uri {e}")))?;
     let cluster = remote.jwks.jwks_cluster.clone();
     dispatch(host, remote, Stage::Jwks, &cluster, &authority, &path)?;
-    remote.share_discovery(host, Some((authority, path)));
+    remote.share_discovery(host, Some(doc.jwks_uri));
     Ok(())
 }
 
@@ -210,12 +307,10 @@ fn on_jwks(
     p: &mut ProviderKeys,
     resp: Response,
     now: u64,
-) -> Result<usize, String> {
-    if resp.status != "200" {
-        return Err(status_reason(&resp.status));
-    }
+) -> Result<usize, FetchFailure> {
+    check_status(&resp)?;
     let body = resp.body?;
-    let set = KeySet::from_json(&body).map_err(|e| e.to_string())?;
+    let set = KeySet::from_json(&body).map_err(|e| FetchFailure::BadJwks(e.to_string()))?;
     let count = set.len();
     let max_age = resp
         .cache_control
@@ -239,10 +334,26 @@ fn on_jwks(
     Ok(count)
 }
 
-fn status_reason(status: &str) -> String {
-    if status.is_empty() {
-        "no response (connection failed or timed out)".into()
-    } else {
-        format!("status {}", status.chars().take(8).collect::<String>())
+/// The texts of the replies Envoy makes itself when a callout cannot reach its cluster
+/// (stable across Envoy releases), so they are told apart from an IdP's own 503.
+const UNREACHABLE: [&str; 3] = [
+    "no healthy upstream",
+    "upstream connect error",
+    "upstream request timeout",
+];
+
+fn check_status(resp: &Response) -> Result<(), FetchFailure> {
+    let text = resp
+        .body
+        .as_deref()
+        .map(|b| String::from_utf8_lossy(b.get(..200).unwrap_or(b)).into_owned())
+        .unwrap_or_default();
+    match resp.status.as_str() {
+        "200" => Ok(()),
+        "" => Err(FetchFailure::Unreachable("no response".into())),
+        "503" | "504" if UNREACHABLE.iter().any(|u| text.starts_with(u)) => {
+            Err(FetchFailure::Unreachable(text))
+        }
+        other => Err(FetchFailure::Status(other.chars().take(8).collect())),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::config::RemoteJwks;
+use crate::config::{split_http_uri, RemoteJwks};
 use crate::fetch_lease::{self, Cold, Record, Timing};
 use crate::flow::{Keyring, Keys, Refetch};
 use crate::host::{Host, HostError};
@@ -36,7 +36,7 @@ pub struct Remote {
     pub body_key: String,
     /// This worker's callout, while one is in flight.
     pub in_flight: Option<(u32, Stage)>,
-    /// With discovery: the `jwks_uri` found (authority, path), shared by all workers
+    /// With discovery: the `jwks_uri` found, as (authority, path), shared by all workers
     /// under `discovered_key` and reused until a JWKS fetch fails, so a refresh is one
     /// callout, not two.
     pub discovered: Option<(String, String)>,
@@ -109,21 +109,17 @@ impl Remote {
         remote
     }
 
-    /// The `jwks_uri` some worker discovered, if any.
+    /// The `jwks_uri` some worker discovered, if any, as (authority, path).
     pub fn shared_discovery(&self, host: &dyn Host) -> Option<(String, String)> {
         let bytes = host.shared_data(&self.discovered_key).ok()?.0?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (authority, path) = text.split_once('\n')?;
-        Some((authority.to_string(), path.to_string()))
+        split_http_uri(std::str::from_utf8(&bytes).ok()?).ok()
     }
 
-    pub fn share_discovery(&mut self, host: &dyn Host, found: Option<(String, String)>) {
-        let value = found
-            .as_ref()
-            .map(|(a, p)| format!("{a}\n{p}"))
-            .unwrap_or_default();
-        let _ = host.set_shared_data(&self.discovered_key, value.as_bytes(), None);
-        self.discovered = found;
+    /// Shares the `jwks_uri` found (`None`: discover again next time).
+    pub fn share_discovery(&mut self, host: &dyn Host, jwks_uri: Option<String>) {
+        let uri = jwks_uri.unwrap_or_default();
+        let _ = host.set_shared_data(&self.discovered_key, uri.as_bytes(), None);
+        self.discovered = split_http_uri(&uri).ok();
     }
 }
 

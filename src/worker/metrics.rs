@@ -7,6 +7,8 @@ use crate::deny::DenyCode;
 use crate::fetch_lease::{self, Record};
 use crate::host::{Host, MetricKind};
 
+use super::fetch::FetchFailure;
+
 /// Per-decision stats (`wasmcustom.jwt_guard.*`): per deny code and per rule. An allowed
 /// request costs one counter update (the total is the sum over rules).
 pub struct Metrics {
@@ -83,6 +85,8 @@ pub struct ProviderStats {
     pub fetch_success: Option<u32>,
     pub fetch_failure: Option<u32>,
     pub unknown_kid_refetch: Option<u32>,
+    /// `jwks_fetch_failure.<reason>`, one per [`FetchFailure::REASONS`].
+    failure_reasons: Vec<(&'static str, Option<u32>)>,
     keys_age_s: Option<u32>,
     stale: Option<u32>,
 }
@@ -97,9 +101,21 @@ impl ProviderStats {
             fetch_success: counter("jwks_fetch_success"),
             fetch_failure: counter("jwks_fetch_failure"),
             unknown_kid_refetch: counter("unknown_kid_refetch"),
+            failure_reasons: FetchFailure::REASONS
+                .iter()
+                .map(|r| (*r, counter(&format!("jwks_fetch_failure.{r}"))))
+                .collect(),
             keys_age_s: gauge("keys_age_s"),
             stale: gauge("stale"),
         }
+    }
+
+    /// The counter of failures for `reason`.
+    pub fn failure_reason(&self, reason: &str) -> Option<u32> {
+        self.failure_reasons
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .and_then(|(_, id)| *id)
     }
 
     /// Updates the age and staleness gauges from the shared record.

@@ -187,6 +187,53 @@ fn discovery_then_jwks_and_an_impostor_issuer_is_refused() {
         b.host.counter("jwt_guard.provider.corp.jwks_fetch_failure"),
         1
     );
+    assert_eq!(
+        b.host
+            .counter("jwt_guard.provider.corp.jwks_fetch_failure.issuer_mismatch"),
+        1
+    );
+}
+
+#[test]
+fn each_fetch_failure_is_counted_under_its_reason() {
+    let reason = |n: &Node, r: &str| {
+        n.host
+            .counter(&format!("jwt_guard.provider.corp.jwks_fetch_failure.{r}"))
+    };
+    // A cluster the host does not know.
+    let proxy = proxy();
+    let missing = json!({"uri": "http://idp.test/jwks", "cluster": "missing"});
+    let mut a = Node::new(&proxy, config_with("remote_jwks", missing));
+    a.worker.on_tick();
+    assert_eq!(reason(&a, "dispatch"), 1);
+    // Envoy's own replies when the IdP is not reached (no host, connection refused,
+    // timeout), the IdP's own 503, a body too large, a body that is no JWKS: each after the
+    // backoff of the one before.
+    let mut b = Node::new(&proxy, remote_config());
+    for (status, body) in [
+        ("503", b"no healthy upstream".to_vec()),
+        ("503", b"upstream connect error or disconnect/reset before headers. reset reason: connection failure".to_vec()),
+        ("504", b"upstream request timeout".to_vec()),
+        ("503", b"{\"error\": \"maintenance\"}".to_vec()),
+        ("200", vec![b' '; 300 * 1024]),
+        ("200", b"<html>".to_vec()),
+    ] {
+        proxy.advance(60_000);
+        b.worker.on_tick();
+        b.answer(status, &body);
+    }
+    for (r, n) in [
+        ("unreachable", 3),
+        ("status", 1),
+        ("too_large", 1),
+        ("bad_jwks", 1),
+    ] {
+        assert_eq!(reason(&b, r), n, "{r}");
+    }
+    assert_eq!(
+        b.host.counter("jwt_guard.provider.corp.jwks_fetch_failure"),
+        6
+    );
 }
 
 #[test]

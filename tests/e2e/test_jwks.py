@@ -137,8 +137,8 @@ def test_idp_down_keys_serve_until_max_stale_then_503(envoy_factory, idp, es):
     assert status(envoy, tok) == 200
     fetched = time.monotonic()
     idp.stop()
-    harness.wait_for(lambda: envoy.stat("jwt_guard.provider.corp.jwks_fetch_failure") >= 1,
-                     timeout=10, what="a failed refresh")
+    harness.wait_for(lambda: envoy.stat("jwt_guard.provider.corp.jwks_fetch_failure.unreachable") >= 1,
+                     timeout=10, what="a failed refresh (nothing listening: unreachable)")
     assert status(envoy, tok) == 200, "stale keys keep serving"
     # The gauge is refreshed on the filter's tick, not with the failure counter.
     harness.wait_for(lambda: envoy.stat("jwt_guard.provider.corp.stale") == 1, timeout=3,
@@ -147,6 +147,7 @@ def test_idp_down_keys_serve_until_max_stale_then_503(envoy_factory, idp, es):
     assert r.code == "AUTH_131"
     assert time.monotonic() - fetched >= 3.5
     assert "keeping the last good keys" in envoy.log_text()
+    assert "failed (unreachable): the IdP was not reached" in envoy.log_text()
 
 
 def test_bad_jwks_answers_keep_the_last_good_keys(envoy_factory, idp, es):
@@ -155,18 +156,21 @@ def test_bad_jwks_answers_keep_the_last_good_keys(envoy_factory, idp, es):
     envoy = envoy_factory(p, {"jwks": idp.port})
     tok = token(es)
     assert status(envoy, tok) == 200
+    # Each bad answer, and the reason it is counted under.
     bad_answers = {
-        "500": lambda: idp.set_error("/jwks", 500),
-        "garbage": lambda: idp.set_garbage("/jwks"),
-        "no usable keys": lambda: idp.set_json("/jwks", {"keys": [{"kty": "oct", "k": "AA"}]}),
-        "10 MiB body": lambda: idp.set_json("/jwks", b"{\"keys\": [" + b" " * (10 * 1024 * 1024) + b"]}"),
-        "hangs past the timeout": lambda: idp.hang(3),
+        "500": ("status", lambda: idp.set_error("/jwks", 500)),
+        "garbage": ("bad_jwks", lambda: idp.set_garbage("/jwks")),
+        "no usable keys": ("bad_jwks", lambda: idp.set_json("/jwks", {"keys": [{"kty": "oct", "k": "AA"}]})),
+        "10 MiB body": ("too_large", lambda: idp.set_json("/jwks", b"{\"keys\": [" + b" " * (10 * 1024 * 1024) + b"]}")),
+        "hangs past the timeout": ("unreachable", lambda: idp.hang(3)),
     }
-    for name, make_bad in bad_answers.items():
-        failures = envoy.stat("jwt_guard.provider.corp.jwks_fetch_failure")
+    for name, (reason, make_bad) in bad_answers.items():
+        counter = f"jwt_guard.provider.corp.jwks_fetch_failure.{reason}"
+        failures, by_reason = envoy.stat("jwt_guard.provider.corp.jwks_fetch_failure"), envoy.stat(counter)
         make_bad()
         harness.wait_for(lambda: envoy.stat("jwt_guard.provider.corp.jwks_fetch_failure") > failures,
                          timeout=40, interval=0.2, what=f"a failed fetch ({name})")
+        assert envoy.stat(counter) > by_reason, (name, reason)
         assert status(envoy, tok) == 200, name
         idp.normal()
         idp.set_json("/jwks", harness.jwks(es))
@@ -230,4 +234,5 @@ def test_discovery_with_another_issuer_is_refused(envoy_factory, idp, es):
     r = envoy.wait_for_reply(lambda r: r.status == 503, "/api", token(es), what="503 while discovery is refused")
     assert r.code == "AUTH_130"
     assert idp.count("/jwks") == 0
-    assert "is not the configured" in envoy.log_text()
+    assert "discovery fetch" in envoy.log_text() and "names another issuer" in envoy.log_text()
+    assert envoy.stat("jwt_guard.provider.corp.jwks_fetch_failure.issuer_mismatch") >= 1
