@@ -16,7 +16,7 @@ EXPRESS_DIR := tests/e2e/upstreams/express
 # (tomcat10-common, not tomcat10) and javac for the servlet.
 UPSTREAM_DEBS := tomcat10-common default-jdk-headless
 
-.PHONY: build setup venv node-deps upstream-deps wasm-target test test-unit test-e2e run bench bench-micro bench-wasm fmt lint clean
+.PHONY: build setup venv node-deps upstream-deps wasm-target test test-unit test-host test-e2e run bench bench-micro bench-wasm fmt lint clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -55,13 +55,20 @@ build: wasm-target
 	cargo build --release --target $(WASM_TARGET)
 	@ls -l $(WASM)
 
+# The shared fixtures (src/testkit.rs) are a feature so that tests/, benches and examples
+# use them too.
 test-unit:
-	cargo test --all-targets
+	cargo test --all-targets --features testkit
+
+# The built .wasm on a second proxy-wasm host: wasmtime, natively (hosts/wasmtime/, its
+# own Cargo workspace, so test-unit never compiles wasmtime).
+test-host: build
+	JWT_GUARD_WASM=$(abspath $(WASM)) cargo test --locked --manifest-path hosts/wasmtime/Cargo.toml
 
 test-e2e: build venv node-deps upstream-deps
 	JWT_GUARD_WASM=$(abspath $(WASM)) ENVOY_BIN=$(abspath $(ENVOY)) $(PY) -m pytest -q tests/e2e
 
-test: test-unit test-e2e
+test: test-unit test-host test-e2e
 
 run: build venv node-deps
 	ENVOY_BIN=$(abspath $(ENVOY)) PYTHON=$(abspath $(PY)) bash demo/run.sh
@@ -71,20 +78,20 @@ bench: build venv
 
 # Native micro-benchmarks (criterion): verify, 200-rule policy, parsing.
 bench-micro:
-	cargo bench --bench verify
+	cargo bench --bench verify --features testkit
 
 # The same per-request work as wasm in Node's V8 (the engine Envoy embeds), then natively.
 bench-wasm: wasm-target
-	cargo build --release --example wasm_decide --target $(WASM_TARGET)
+	cargo build --release --example wasm_decide --features testkit --target $(WASM_TARGET)
 	node --no-warnings bench/wasm.mjs target/$(WASM_TARGET)/release/examples/wasm_decide.wasm
-	cargo run --quiet --release --example wasm_decide
+	cargo run --quiet --release --example wasm_decide --features testkit
 
 fmt:
 	cargo fmt
 
 lint: wasm-target
 	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features testkit -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
 
 clean:

@@ -58,7 +58,15 @@ fn benches(c: &mut Criterion) {
         );
     }
     assert_eq!(
-        select_rules(matchers(&f.cfg), "GET", HOST, LAST_PATH, &none),
+        select_rules(
+            matchers(&f.cfg),
+            f.cfg.matcher_traits,
+            "GET",
+            HOST,
+            LAST_PATH,
+            &none
+        )
+        .to_vec(),
         vec![Some(RULES - 1)]
     );
 
@@ -92,6 +100,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             select_rules(
                 matchers(black_box(&f.cfg)),
+                f.cfg.matcher_traits,
                 "GET",
                 HOST,
                 black_box(LAST_PATH),
@@ -103,6 +112,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             select_rules(
                 matchers(black_box(&f.cfg)),
+                f.cfg.matcher_traits,
                 "GET",
                 HOST,
                 black_box("/other/x"),

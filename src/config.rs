@@ -15,7 +15,7 @@ use crate::policy::{
     default_role_claims, Action, Check, ClaimPath, IpBinding, Pattern, Principals, Requirement,
     Rule,
 };
-use crate::routing::{HostMatch, Matcher, PathMatch};
+use crate::routing::{HostMatch, Matcher, MatcherTraits, PathMatch};
 use crate::verify::{Acceptance, Alg};
 
 /// A configuration problem, with the JSON path of the field at fault.
@@ -83,6 +83,8 @@ pub struct Config {
     pub uses_source_address: bool,
     /// Where that address comes from.
     pub client_address: ClientAddressFrom,
+    /// What the rules' matchers read as a whole (whether hosts and case matter).
+    pub matcher_traits: MatcherTraits,
 }
 
 /// Who checks signatures.
@@ -478,7 +480,6 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         realm,
         providers,
-        rules,
         default_action,
         default_dry_run: global_dry_run,
         audit_allowed: raw.audit_log.as_ref().is_some_and(|a| a.allowed),
@@ -488,6 +489,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         crypto: raw.crypto,
         uses_source_address,
         client_address,
+        matcher_traits: MatcherTraits::of(rules.iter().map(|r| &r.matcher)),
+        rules,
     })
 }
 

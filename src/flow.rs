@@ -121,7 +121,14 @@ pub struct Runtime<'a> {
 /// and the filter cannot know which, so the strictest decides.
 pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcome {
     let matchers = cfg.rules.iter().map(|r| &r.matcher);
-    let selected = select_rules(matchers, req.method, req.authority, req.path, req.headers);
+    let selected = select_rules(
+        matchers,
+        cfg.matcher_traits,
+        req.method,
+        req.authority,
+        req.path,
+        req.headers,
+    );
     let mut allowed: Option<Allowed> = None;
     for rule in selected {
         match evaluate_rule(cfg, rule, req, rt) {

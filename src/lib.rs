@@ -30,8 +30,8 @@ mod wasm;
 
 #[cfg(test)]
 mod robustness;
-#[cfg(test)]
-mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

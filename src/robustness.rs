@@ -1,15 +1,12 @@
 //! Bad input never crashes the filter, and no altered token gets through: garbage into
 //! every parser, and every one-character change of a valid token through a full decision.
 
-use std::sync::Arc;
-
 use crate::cache::VerifiedCache;
 use crate::config::Config;
-use crate::flow::{evaluate, Keyring, Keys, Outcome, Refetch, Request, Runtime};
-use crate::headers::HeaderSnapshot;
+use crate::flow::Outcome;
 use crate::jwks::KeySet;
 use crate::testkit::*;
-use crate::verify::{Alg, RustCrypto};
+use crate::verify::Alg;
 
 /// A small deterministic generator: the same inputs on every run.
 struct Rng(u64);
@@ -59,7 +56,14 @@ fn garbage_into_every_parser() {
         for path in [text.as_str(), &String::from_utf8_lossy(&raw)] {
             let _ = crate::routing::path_readings(path);
             let h = crate::headers::HeaderSnapshot::from_pairs(&[("x-original-url", path)]);
-            let _ = crate::routing::select_rules(std::iter::empty(), path, path, path, &h);
+            let _ = crate::routing::select_rules(
+                std::iter::empty(),
+                Default::default(),
+                path,
+                path,
+                path,
+                &h,
+            );
         }
         let lossy = String::from_utf8_lossy(&raw);
         for token in [lossy.as_ref(), text.as_str()] {
@@ -77,35 +81,15 @@ fn garbage_into_every_parser() {
     }
 }
 
-struct Ready(Arc<KeySet>);
-
-impl Keyring for Ready {
-    fn keys(&mut self, _: usize) -> Keys {
-        Keys::Ready(self.0.clone())
-    }
-
-    fn refetch_for_unknown_kid(&mut self, _: usize) -> Refetch {
-        Refetch::Refused
-    }
-}
-
 fn decide(cfg: &Config, authorization: &str) -> Outcome {
-    let headers = HeaderSnapshot::from_pairs(&[("authorization", authorization)]);
-    let req = Request {
-        method: "GET",
-        authority: "api.example.com",
-        path: "/api",
-        headers: &headers,
-        source: None,
-    };
-    let mut keys = Ready(Arc::new(keys()));
-    let mut rt = Runtime {
-        keys: &mut keys,
-        cache: &mut VerifiedCache::new(0),
-        crypto: &RustCrypto,
-        now: NOW,
-    };
-    evaluate(cfg, &req, &mut rt)
+    crate::testkit::decide(
+        cfg,
+        "/api",
+        "api.example.com",
+        authorization,
+        &mut VerifiedCache::new(0),
+        NOW,
+    )
 }
 
 #[test]

@@ -1,4 +1,9 @@
-//! Test fixtures: keys, providers and token minting (native tests only).
+//! The test fixtures, one copy for unit tests, `tests/`, the benches and examples (the
+//! `testkit` feature): signing keys and their JWKS, token minting, a provider, and a
+//! keyring of a config's inline keys. Never part of the filter.
+
+// Fixture set-up may fail loudly: nothing here runs in the filter.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, OnceLock};
 
@@ -10,8 +15,9 @@ use rand_core::OsRng;
 use rsa::traits::PublicKeyParts;
 use serde_json::{json, Map, Value};
 
-use crate::config::{KeySource, Provider};
+use crate::config::{Config, KeySource, Provider};
 use crate::extract::TokenSource;
+use crate::flow::{Keyring, Keys, Refetch};
 use crate::jwks::KeySet;
 use crate::verify::{Acceptance, Alg};
 
@@ -47,7 +53,7 @@ pub fn signing_keys() -> &'static SigningKeys {
     })
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -159,4 +165,47 @@ pub fn forge(header: &str, claims: &Value, sig: &[u8]) -> String {
         b64(claims.to_string().as_bytes()),
         b64(sig)
     )
+}
+
+/// The keys of a config's providers that have inline keys, always ready; no refetch.
+pub struct LocalKeys<'a>(pub &'a Config);
+
+impl Keyring for LocalKeys<'_> {
+    fn keys(&mut self, provider: usize) -> Keys {
+        match self.0.providers.get(provider).map(|p| &p.keys) {
+            Some(KeySource::Local(k)) => Keys::Ready(Arc::clone(k)),
+            _ => Keys::Unavailable,
+        }
+    }
+
+    fn refetch_for_unknown_kid(&mut self, _provider: usize) -> Refetch {
+        Refetch::Refused
+    }
+}
+
+/// Decides a GET of `path` at `authority` carrying `authorization`, for a config whose
+/// providers have inline keys, with pure-Rust crypto, at `now`.
+pub fn decide(
+    cfg: &Config,
+    path: &str,
+    authority: &str,
+    authorization: &str,
+    cache: &mut crate::cache::VerifiedCache,
+    now: i64,
+) -> crate::flow::Outcome {
+    let headers = crate::headers::HeaderSnapshot::from_pairs(&[("authorization", authorization)]);
+    let req = crate::flow::Request {
+        method: "GET",
+        authority,
+        path,
+        headers: &headers,
+        source: None,
+    };
+    let mut rt = crate::flow::Runtime {
+        keys: &mut LocalKeys(cfg),
+        cache,
+        crypto: &crate::verify::RustCrypto,
+        now,
+    };
+    crate::flow::evaluate(cfg, &req, &mut rt)
 }

