@@ -3,6 +3,8 @@
 //! means a row here, its key type in the JWK parser (`jwks.rs`) and its pure-Rust check
 //! (`verify::RustCrypto`).
 
+use crate::schema::SyntaxError;
+
 /// The JWS algorithms the filter verifies. Symmetric ones (HS*) and `none` are not here on
 /// purpose: with a public JWKS they would let anyone forge tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,20 +88,18 @@ impl Alg {
     }
 
     /// The algorithm a config names, with a reason when it cannot be allowed.
-    pub fn from_config_name(name: &str) -> Result<Alg, String> {
+    pub fn from_config_name(name: &str) -> Result<Alg, SyntaxError> {
         if let Some(a) = Alg::from_token_name(name) {
             return Ok(a);
         }
         if name.starts_with("HS") {
-            return Err(format!(
-                "{name} is symmetric: a public JWKS cannot verify it safely, so it is not supported"
-            ));
+            return Err(SyntaxError::SymmetricAlgorithm(name.to_string()));
         }
         let known: Vec<&str> = Alg::ALL.iter().map(|a| a.name()).collect();
-        Err(format!(
-            "unsupported algorithm {name:?}; use one of {}",
-            known.join(", ")
-        ))
+        Err(SyntaxError::UnknownAlgorithm {
+            name: name.to_string(),
+            known: known.join(", "),
+        })
     }
 }
 
@@ -114,10 +114,12 @@ mod tests {
             assert_eq!(Alg::from_config_name(a.name()), Ok(a));
         }
         assert_eq!(Alg::from_token_name("es256"), None, "case-sensitive");
-        assert!(Alg::from_config_name("HS256")
-            .unwrap_err()
-            .contains("symmetric"));
-        assert!(Alg::from_config_name("none").unwrap_err().contains("ES256"));
+        assert_eq!(
+            Alg::from_config_name("HS256"),
+            Err(SyntaxError::SymmetricAlgorithm("HS256".into()))
+        );
+        let unknown = Alg::from_config_name("none").unwrap_err().to_string();
+        assert!(unknown.contains("ES256, RS256"), "{unknown}");
     }
 
     #[test]

@@ -1,48 +1,23 @@
-//! Plugin JSON -> validated, compiled [`Config`].
+//! Plugin JSON ([`crate::schema`]) -> validated, compiled [`Config`].
 //!
-//! Everything a request needs is prepared here once: rules compiled, local keys parsed,
-//! URIs split into the pieces a callout needs. Errors name the JSON path of the bad field.
+//! Everything a request needs is prepared here once: providers, local keys parsed, URIs
+//! split into the pieces a callout needs; rules are built next to their types
+//! (`Rule::compile` in `policy.rs`, `Matcher::compile` in `routing/matcher.rs`). Errors
+//! name the JSON path of the bad field.
 
-use std::fmt;
 use std::sync::Arc;
-
-use serde::Deserialize;
 
 use crate::client_address::ClientAddressFrom;
 use crate::extract::TokenSource;
 use crate::jwks::KeySet;
-use crate::policy::{
-    default_role_claims, Action, Check, ClaimPath, IpBinding, Pattern, Principals, Requirement,
-    Rule,
+use crate::policy::{default_role_claims, Action, ClaimPath, IpBinding, Rule};
+use crate::routing::MatcherTraits;
+use crate::schema::{
+    err, is_quotable, is_token_name, RawAddressSource, RawAudiences, RawClientAddress, RawConfig,
+    RawDefault, RawHeaderSource, RawLocalJwks, RawMode, RawProvider, RawRemoteJwks,
 };
-use crate::routing::{HostMatch, Matcher, MatcherTraits, PathMatch};
+pub use crate::schema::{ConfigError, CryptoBackend};
 use crate::verify::{Acceptance, Alg};
-
-/// A configuration problem, with the JSON path of the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() || self.path == "." {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
 
 pub const DEFAULT_CLOCK_SKEW_S: u64 = 60;
 pub const MAX_SKEW_S: i64 = 3_600;
@@ -85,17 +60,6 @@ pub struct Config {
     pub client_address: ClientAddressFrom,
     /// What the rules' matchers read as a whole (whether hosts and case matter).
     pub matcher_traits: MatcherTraits,
-}
-
-/// Who checks signatures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum CryptoBackend {
-    /// The host's crypto where it has it (Envoy's BoringSSL), pure Rust otherwise.
-    #[default]
-    Auto,
-    /// Always pure Rust.
-    Rust,
 }
 
 /// A claim forwarded upstream as a header.
@@ -153,261 +117,6 @@ pub struct RemoteJwks {
     pub max_bytes: usize,
 }
 
-// ---- raw JSON shape -------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    realm: Option<String>,
-    providers: Vec<RawProvider>,
-    #[serde(default)]
-    rules: Vec<RawRule>,
-    #[serde(default)]
-    default: Option<RawDefault>,
-    #[serde(default)]
-    mode: Option<RawMode>,
-    #[serde(default)]
-    audit_log: Option<RawAudit>,
-    #[serde(default)]
-    cache: Option<RawCache>,
-    #[serde(default)]
-    crypto: CryptoBackend,
-    #[serde(default)]
-    path_matching: Option<RawPathMatching>,
-    #[serde(default)]
-    client_address: Option<RawClientAddress>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPathMatching {
-    #[serde(default)]
-    ignore_case: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClientAddress {
-    from: RawAddressSource,
-    #[serde(default)]
-    trusted_hops: Option<usize>,
-}
-
-#[derive(Deserialize, PartialEq, Eq)]
-enum RawAddressSource {
-    #[serde(rename = "peer")]
-    Peer,
-    #[serde(rename = "x-forwarded-for")]
-    ForwardedFor,
-}
-
-/// `["aud", ...]`, or `"any"` to skip the check.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawAudiences {
-    List(Vec<String>),
-    Any(String),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCache {
-    max_entries: usize,
-}
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum RawMode {
-    Enforce,
-    DryRun,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAudit {
-    #[serde(default)]
-    allowed: bool,
-    #[serde(default = "yes")]
-    denied: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProvider {
-    name: String,
-    issuer: String,
-    #[serde(default)]
-    audiences: Option<RawAudiences>,
-    #[serde(default)]
-    token_types: Vec<String>,
-    #[serde(default)]
-    remote_jwks: Option<RawRemoteJwks>,
-    #[serde(default)]
-    discovery: Option<RawRemoteJwks>,
-    #[serde(default)]
-    local_jwks: Option<RawLocalJwks>,
-    #[serde(default)]
-    algorithms: Option<Vec<String>>,
-    #[serde(default)]
-    clock_skew_s: Option<u64>,
-    #[serde(default)]
-    from_headers: Option<Vec<RawHeaderSource>>,
-    #[serde(default)]
-    from_params: Vec<String>,
-    #[serde(default)]
-    from_cookies: Vec<String>,
-    #[serde(default)]
-    keep_token: Option<bool>,
-    #[serde(default)]
-    role_claims: Option<Vec<String>>,
-    #[serde(default)]
-    claims_to_headers: Vec<RawClaimHeader>,
-    #[serde(default)]
-    payload_header: Option<String>,
-    #[serde(default)]
-    ip_bindings: Vec<RawIpBinding>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClaimHeader {
-    claim: String,
-    header: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIpBinding {
-    principals: serde_json::Value,
-    cidrs: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRemoteJwks {
-    uri: String,
-    cluster: String,
-    /// Discovery only: the cluster that reaches the host of the discovered `jwks_uri`.
-    #[serde(default)]
-    jwks_cluster: Option<String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    refresh_s: Option<u64>,
-    #[serde(default)]
-    refresh_min_s: Option<u64>,
-    #[serde(default)]
-    refresh_max_s: Option<u64>,
-    #[serde(default)]
-    unknown_kid_refetch_s: Option<u64>,
-    #[serde(default)]
-    max_stale_s: Option<u64>,
-    #[serde(default)]
-    max_bytes: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLocalJwks {
-    /// The JWKS, as a JSON string or as an object.
-    inline: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHeaderSource {
-    name: String,
-    #[serde(default)]
-    value_prefix: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default, rename = "match")]
-    matcher: RawMatch,
-    #[serde(default)]
-    allow: Option<String>,
-    #[serde(default)]
-    require: Option<RawRequire>,
-    #[serde(default)]
-    mode: Option<RawMode>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawMatch {
-    #[serde(default)]
-    path: Option<String>,
-    #[serde(default)]
-    path_prefix: Option<String>,
-    #[serde(default)]
-    path_template: Option<String>,
-    #[serde(default)]
-    methods: Vec<String>,
-    #[serde(default)]
-    host: Option<String>,
-    #[serde(default)]
-    ignore_case: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRequire {
-    #[serde(default)]
-    providers: Vec<String>,
-    #[serde(default)]
-    scopes: Option<RawNames>,
-    #[serde(default)]
-    roles: Option<RawNames>,
-    #[serde(default)]
-    principals: Option<serde_json::Value>,
-    #[serde(default)]
-    claims: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    all: Option<Vec<RawRequire>>,
-    #[serde(default)]
-    any: Option<Vec<RawRequire>>,
-    // Rule level only:
-    #[serde(default)]
-    audiences: Option<Vec<String>>,
-    #[serde(default)]
-    allow_missing: Option<bool>,
-    #[serde(default)]
-    ip_bindings: Vec<RawIpBinding>,
-}
-
-/// `["a", "b"]` (all of them), `{"all_of": [...]}` or `{"any_of": [...]}`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawNames {
-    List(Vec<String>),
-    Spec(RawNameSpec),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNameSpec {
-    #[serde(default)]
-    all_of: Option<Vec<String>>,
-    #[serde(default)]
-    any_of: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum RawDefault {
-    Deny,
-    Allow,
-}
-
 // ---- compile --------------------------------------------------------------------------
 
 impl Config {
@@ -454,7 +163,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     let ignore_case = raw.path_matching.is_some_and(|p| p.ignore_case);
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (i, rr) in raw.rules.into_iter().enumerate() {
-        rules.push(compile_rule(rr, i, &names, global_dry_run, ignore_case)?);
+        rules.push(Rule::compile(rr, i, &names, global_dry_run, ignore_case)?);
     }
     let client_address = match raw.client_address {
         None => ClientAddressFrom::Peer,
@@ -604,7 +313,7 @@ fn compile_provider(rp: RawProvider, at: &str) -> Result<Provider, ConfigError> 
         None => None,
         Some(h) => Some(upstream_header(&h, &format!("{at}.payload_header"))?),
     };
-    let ip_bindings = compile_bindings(&rp.ip_bindings, &format!("{at}.ip_bindings"))?;
+    let ip_bindings = IpBinding::compile_list(&rp.ip_bindings, &format!("{at}.ip_bindings"))?;
     Ok(Provider {
         name: rp.name,
         accepts: Acceptance {
@@ -777,274 +486,6 @@ fn compile_sources(
     Ok(sources)
 }
 
-fn compile_rule(
-    rr: RawRule,
-    index: usize,
-    providers: &[&str],
-    global_dry_run: bool,
-    ignore_case: bool,
-) -> Result<Rule, ConfigError> {
-    let at = format!("rules[{index}]");
-    let m = rr.matcher;
-    let path = match (m.path, m.path_prefix, m.path_template) {
-        (None, None, None) => PathMatch::Any,
-        (Some(p), None, None) => {
-            check_path(&p, &format!("{at}.match.path"))?;
-            PathMatch::Exact(p)
-        }
-        (None, Some(p), None) => {
-            check_path(&p, &format!("{at}.match.path_prefix"))?;
-            PathMatch::prefix(p)
-        }
-        (None, None, Some(t)) => {
-            let here = format!("{at}.match.path_template");
-            check_path(&t, &here)?;
-            PathMatch::template(&t).map_err(|m| err(here, m))?
-        }
-        _ => {
-            return Err(err(
-                format!("{at}.match"),
-                "give one of path, path_prefix and path_template",
-            ))
-        }
-    };
-    let mut methods = Vec::with_capacity(m.methods.len());
-    for (j, meth) in m.methods.iter().enumerate() {
-        if !is_token_name(meth) {
-            return Err(err(
-                format!("{at}.match.methods[{j}]"),
-                "must be an HTTP method",
-            ));
-        }
-        methods.push(meth.to_ascii_uppercase());
-    }
-    let host = match m.host {
-        None => None,
-        Some(h) => Some(HostMatch::parse(&h).map_err(|e| err(format!("{at}.match.host"), e))?),
-    };
-    let action = match (rr.allow, rr.require) {
-        (Some(a), None) if a == "anonymous" => Action::Anonymous,
-        (Some(_), None) => {
-            return Err(err(
-                format!("{at}.allow"),
-                "the only value is \"anonymous\"",
-            ))
-        }
-        (None, Some(req)) => Action::Require(compile_requirement(
-            req,
-            &format!("{at}.require"),
-            providers,
-        )?),
-        (Some(_), Some(_)) => return Err(err(at, "give allow or require, not both")),
-        (None, None) => return Err(err(at, "one of allow or require is required")),
-    };
-    let name = match rr.name {
-        Some(n) if is_token_name(&n) => n,
-        Some(_) => {
-            return Err(err(
-                format!("{at}.name"),
-                "letters, digits and -._~ only (it names stats)",
-            ))
-        }
-        None => format!("rule-{index}"),
-    };
-    let dry_run = match rr.mode {
-        Some(mode) => mode == RawMode::DryRun,
-        None => global_dry_run,
-    };
-    Ok(Rule {
-        name,
-        matcher: Matcher {
-            path,
-            methods,
-            host,
-            ignore_case: m.ignore_case.unwrap_or(ignore_case),
-        },
-        action,
-        dry_run,
-    })
-}
-
-/// A rule's `require`: the tree, plus what only the rule level may say.
-fn compile_requirement(
-    req: RawRequire,
-    at: &str,
-    providers: &[&str],
-) -> Result<Requirement, ConfigError> {
-    let audiences = match &req.audiences {
-        Some(list) if list.is_empty() || list.iter().any(String::is_empty) => {
-            return Err(err(format!("{at}.audiences"), "must be non-empty strings"))
-        }
-        other => other.clone(),
-    };
-    let allow_missing = req.allow_missing.unwrap_or(false);
-    let ip_bindings = compile_bindings(&req.ip_bindings, &format!("{at}.ip_bindings"))?;
-    let mut named = Vec::new();
-    let check = compile_check(req, at, providers, &mut named, true)?;
-    named.sort_unstable();
-    named.dedup();
-    if named.is_empty() {
-        named = (0..providers.len()).collect();
-    }
-    Ok(Requirement {
-        providers: named,
-        audiences,
-        allow_missing,
-        ip_bindings,
-        check,
-    })
-}
-
-/// One node of the requirement tree: all its leaves and sub-lists must hold.
-fn compile_check(
-    req: RawRequire,
-    at: &str,
-    providers: &[&str],
-    named: &mut Vec<usize>,
-    top: bool,
-) -> Result<Check, ConfigError> {
-    if !top {
-        let rule_level = [
-            ("audiences", req.audiences.is_some()),
-            ("allow_missing", req.allow_missing.is_some()),
-            ("ip_bindings", !req.ip_bindings.is_empty()),
-        ];
-        if let Some((field, _)) = rule_level.iter().find(|(_, set)| *set) {
-            return Err(err(
-                format!("{at}.{field}"),
-                "only allowed at the top of a rule's require",
-            ));
-        }
-    }
-    let mut checks = Vec::new();
-    if !req.providers.is_empty() {
-        let mut indices = Vec::with_capacity(req.providers.len());
-        for (j, name) in req.providers.iter().enumerate() {
-            let idx = providers.iter().position(|p| p == name).ok_or_else(|| {
-                err(
-                    format!("{at}.providers[{j}]"),
-                    format!("unknown provider {name:?}"),
-                )
-            })?;
-            indices.push(idx);
-        }
-        named.extend(&indices);
-        checks.push(Check::Providers(indices));
-    }
-    if let Some(scopes) = req.scopes {
-        let (names, any) = compile_names(scopes, &format!("{at}.scopes"))?;
-        checks.push(Check::Scopes { names, any });
-    }
-    if let Some(roles) = req.roles {
-        let (names, any) = compile_names(roles, &format!("{at}.roles"))?;
-        checks.push(Check::Roles { names, any });
-    }
-    if let Some(p) = &req.principals {
-        checks.push(Check::Principals(compile_principals(
-            p,
-            &format!("{at}.principals"),
-        )?));
-    }
-    for (path, values) in req.claims.unwrap_or_default() {
-        let here = format!("{at}.claims.{path}");
-        let path = ClaimPath::parse(&path).map_err(|m| err(&here, m))?;
-        let values = match values {
-            serde_json::Value::Array(list) if !list.is_empty() => list,
-            serde_json::Value::Array(_) => return Err(err(here, "must list at least one value")),
-            v => vec![v],
-        };
-        checks.push(Check::Claim { path, values });
-    }
-    for (key, list) in [("all", req.all), ("any", req.any)] {
-        let Some(list) = list else { continue };
-        if list.is_empty() {
-            return Err(err(format!("{at}.{key}"), "must not be empty"));
-        }
-        let mut children = Vec::with_capacity(list.len());
-        for (j, child) in list.into_iter().enumerate() {
-            children.push(compile_check(
-                child,
-                &format!("{at}.{key}[{j}]"),
-                providers,
-                named,
-                false,
-            )?);
-        }
-        checks.push(if key == "all" {
-            Check::All(children)
-        } else {
-            Check::Any(children)
-        });
-    }
-    Ok(match checks.len() {
-        1 => checks.remove(0),
-        _ => Check::All(checks),
-    })
-}
-
-fn compile_names(raw: RawNames, at: &str) -> Result<(Vec<String>, bool), ConfigError> {
-    let (names, any, at) = match raw {
-        RawNames::List(l) => (l, false, at.to_string()),
-        RawNames::Spec(RawNameSpec {
-            all_of: Some(l),
-            any_of: None,
-        }) => (l, false, format!("{at}.all_of")),
-        RawNames::Spec(RawNameSpec {
-            all_of: None,
-            any_of: Some(l),
-        }) => (l, true, format!("{at}.any_of")),
-        RawNames::Spec(_) => {
-            return Err(err(
-                at,
-                "give a list, {\"all_of\": [...]} or {\"any_of\": [...]}",
-            ))
-        }
-    };
-    if names.is_empty() {
-        return Err(err(at, "must not be empty"));
-    }
-    for (j, s) in names.iter().enumerate() {
-        if s.is_empty() || !is_quotable(s) || s.contains(' ') {
-            return Err(err(
-                format!("{at}[{j}]"),
-                "must be a non-empty name without spaces or quotes",
-            ));
-        }
-    }
-    Ok((names, any))
-}
-
-/// `{"email": ["a@b"], "client_id": ["svc-*"]}`: each claim with its own patterns.
-fn compile_principals(v: &serde_json::Value, at: &str) -> Result<Principals, ConfigError> {
-    let by_claim = match v {
-        serde_json::Value::Object(map) if !map.is_empty() => map,
-        serde_json::Value::Array(_) => {
-            return Err(err(
-                at,
-                "name the claim each principal is compared with, e.g. {\"email\": [...]} or \
-                 {\"client_id\": [...]}: a bare list would match sub, email, azp and \
-                 client_id alike, so a token whose sub equals an allowed e-mail would pass",
-            ))
-        }
-        _ => return Err(err(at, "an object of claim name -> list of patterns")),
-    };
-    let mut out = Vec::with_capacity(by_claim.len());
-    for (claim, patterns) in by_claim {
-        let here = format!("{at}.{claim}");
-        let path = ClaimPath::parse(claim).map_err(|m| err(&here, m))?;
-        let list: Vec<String> = match patterns {
-            serde_json::Value::Array(items) if !items.is_empty() => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_string))
-                .collect::<Option<_>>()
-                .ok_or_else(|| err(&here, "patterns are strings"))?,
-            _ => return Err(err(&here, "a non-empty list of patterns")),
-        };
-        out.push((path, compile_patterns(&list, &here)?));
-    }
-    Ok(Principals(out))
-}
-
 fn compile_client_address(c: &RawClientAddress) -> Result<ClientAddressFrom, ConfigError> {
     match (&c.from, c.trusted_hops) {
         (RawAddressSource::Peer, None) => Ok(ClientAddressFrom::Peer),
@@ -1061,41 +502,6 @@ fn compile_client_address(c: &RawClientAddress) -> Result<ClientAddressFrom, Con
              written by proxies you trust (1 to 16)",
         )),
     }
-}
-
-fn compile_patterns(list: &[String], at: &str) -> Result<Vec<Pattern>, ConfigError> {
-    list.iter()
-        .enumerate()
-        .map(|(j, p)| Pattern::parse(p).map_err(|m| err(format!("{at}[{j}]"), m)))
-        .collect()
-}
-
-fn compile_bindings(list: &[RawIpBinding], at: &str) -> Result<Vec<IpBinding>, ConfigError> {
-    let mut out = Vec::with_capacity(list.len());
-    for (j, b) in list.iter().enumerate() {
-        let here = format!("{at}[{j}]");
-        if b.cidrs.is_empty() {
-            return Err(err(format!("{here}.cidrs"), "must not be empty"));
-        }
-        let mut cidrs = Vec::with_capacity(b.cidrs.len());
-        for (k, c) in b.cidrs.iter().enumerate() {
-            let net = c
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    err(
-                        format!("{here}.cidrs[{k}]"),
-                        "must be an IP address or CIDR like 10.0.1.0/24",
-                    )
-                })?;
-            cidrs.push(net.trunc());
-        }
-        out.push(IpBinding {
-            principals: compile_principals(&b.principals, &format!("{here}.principals"))?,
-            cidrs,
-        });
-    }
-    Ok(out)
 }
 
 /// A header the filter sets upstream: a plain lower-case name that is not one Envoy or
@@ -1126,29 +532,6 @@ fn upstream_header(name: &str, at: &str) -> Result<String, ConfigError> {
     Ok(lower)
 }
 
-fn check_path(p: &str, at: &str) -> Result<(), ConfigError> {
-    if !p.starts_with('/') {
-        return Err(err(at, "must start with '/'"));
-    }
-    if p.contains(['?', '#']) {
-        return Err(err(at, "must not contain a query or fragment"));
-    }
-    Ok(())
-}
-
-/// RFC 7230 token characters: header names, methods, cookie names.
-fn is_token_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Can appear inside a quoted-string of a WWW-Authenticate parameter (RFC 6750 §3).
-pub fn is_quotable(s: &str) -> bool {
-    s.bytes()
-        .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
-}
-
 /// `http(s)://authority/path?query` -> (authority, path-and-query).
 pub fn split_http_uri(uri: &str) -> Result<(String, String), String> {
     let rest = uri
@@ -1169,6 +552,7 @@ pub fn split_http_uri(uri: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Check;
 
     const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
 

@@ -275,7 +275,7 @@ mod tests {
             let r = render(&Denial::new(c), "r");
             let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
             assert_eq!(body["code"], c.code());
-            assert!(crate::config::is_quotable(c.message()));
+            assert!(crate::schema::is_quotable(c.message()));
             match c.status() {
                 401 => assert!(header(&r, "www-authenticate").is_some()),
                 503 => assert!(header(&r, "retry-after").is_some()),

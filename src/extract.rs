@@ -23,6 +23,7 @@ pub struct Found {
 
 /// Why no single token could be taken from a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ExtractError {
     /// More than one token: RFC 6750 §2 forbids it, and a filter that verified one of them
     /// must not forward the others to an upstream that might read those instead.

@@ -7,6 +7,10 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 
 use crate::routing::Matcher;
+use crate::schema::{
+    err, is_quotable, is_token_name, ConfigError, RawIpBinding, RawMode, RawNameSpec, RawNames,
+    RawRequire, RawRule, SyntaxError,
+};
 
 #[derive(Debug)]
 pub struct Rule {
@@ -168,13 +172,13 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    pub fn parse(p: &str) -> Result<Pattern, String> {
+    pub fn parse(p: &str) -> Result<Pattern, SyntaxError> {
         let inner = p.trim_start_matches('*').trim_end_matches('*');
         if p.is_empty()
             || inner.contains('*')
             || (p.starts_with('*') && p.ends_with('*') && p.len() > 1)
         {
-            return Err("a pattern is a name, \"prefix*\", \"*suffix\" or \"*\"".into());
+            return Err(SyntaxError::Pattern);
         }
         Ok(if p == "*" {
             Pattern::Any
@@ -202,10 +206,10 @@ impl Pattern {
 pub struct ClaimPath(pub Vec<String>);
 
 impl ClaimPath {
-    pub fn parse(p: &str) -> Result<ClaimPath, String> {
+    pub fn parse(p: &str) -> Result<ClaimPath, SyntaxError> {
         let segs: Vec<String> = p.split('.').map(str::to_string).collect();
         if segs.iter().any(String::is_empty) {
-            return Err("a claim path is dot-separated names, like realm_access.roles".into());
+            return Err(SyntaxError::ClaimPath);
         }
         Ok(ClaimPath(segs))
     }
@@ -366,6 +370,282 @@ fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+// ---- built from the configuration, next to their types --------------------------------
+
+impl Rule {
+    /// Rule number `index`; `providers` are the provider names, `global_dry_run` and
+    /// `ignore_case` the config's defaults.
+    pub(crate) fn compile(
+        rr: RawRule,
+        index: usize,
+        providers: &[&str],
+        global_dry_run: bool,
+        ignore_case: bool,
+    ) -> Result<Rule, ConfigError> {
+        let at = format!("rules[{index}]");
+        let matcher = Matcher::compile(rr.matcher, &at, ignore_case)?;
+        let action = match (rr.allow, rr.require) {
+            (Some(a), None) if a == "anonymous" => Action::Anonymous,
+            (Some(_), None) => {
+                return Err(err(
+                    format!("{at}.allow"),
+                    "the only value is \"anonymous\"",
+                ))
+            }
+            (None, Some(req)) => Action::Require(Requirement::compile(
+                req,
+                &format!("{at}.require"),
+                providers,
+            )?),
+            (Some(_), Some(_)) => return Err(err(at, "give allow or require, not both")),
+            (None, None) => return Err(err(at, "one of allow or require is required")),
+        };
+        let name = match rr.name {
+            Some(n) if is_token_name(&n) => n,
+            Some(_) => {
+                return Err(err(
+                    format!("{at}.name"),
+                    "letters, digits and -._~ only (it names stats)",
+                ))
+            }
+            None => format!("rule-{index}"),
+        };
+        let dry_run = match rr.mode {
+            Some(mode) => mode == RawMode::DryRun,
+            None => global_dry_run,
+        };
+        Ok(Rule {
+            name,
+            matcher,
+            action,
+            dry_run,
+        })
+    }
+}
+
+impl Requirement {
+    /// A rule's `require`: the tree, plus what only the rule level may say.
+    fn compile(req: RawRequire, at: &str, providers: &[&str]) -> Result<Requirement, ConfigError> {
+        let audiences = match &req.audiences {
+            Some(list) if list.is_empty() || list.iter().any(String::is_empty) => {
+                return Err(err(format!("{at}.audiences"), "must be non-empty strings"))
+            }
+            other => other.clone(),
+        };
+        let allow_missing = req.allow_missing.unwrap_or(false);
+        let ip_bindings = IpBinding::compile_list(&req.ip_bindings, &format!("{at}.ip_bindings"))?;
+        let mut named = Vec::new();
+        let check = Check::compile(req, at, providers, &mut named, true)?;
+        named.sort_unstable();
+        named.dedup();
+        if named.is_empty() {
+            named = (0..providers.len()).collect();
+        }
+        Ok(Requirement {
+            providers: named,
+            audiences,
+            allow_missing,
+            ip_bindings,
+            check,
+        })
+    }
+}
+
+impl Check {
+    /// One node of the requirement tree: all its leaves and sub-lists must hold.
+    fn compile(
+        req: RawRequire,
+        at: &str,
+        providers: &[&str],
+        named: &mut Vec<usize>,
+        top: bool,
+    ) -> Result<Check, ConfigError> {
+        if !top {
+            let rule_level = [
+                ("audiences", req.audiences.is_some()),
+                ("allow_missing", req.allow_missing.is_some()),
+                ("ip_bindings", !req.ip_bindings.is_empty()),
+            ];
+            if let Some((field, _)) = rule_level.iter().find(|(_, set)| *set) {
+                return Err(err(
+                    format!("{at}.{field}"),
+                    "only allowed at the top of a rule's require",
+                ));
+            }
+        }
+        let mut checks = Vec::new();
+        if !req.providers.is_empty() {
+            let mut indices = Vec::with_capacity(req.providers.len());
+            for (j, name) in req.providers.iter().enumerate() {
+                let idx = providers.iter().position(|p| p == name).ok_or_else(|| {
+                    err(
+                        format!("{at}.providers[{j}]"),
+                        format!("unknown provider {name:?}"),
+                    )
+                })?;
+                indices.push(idx);
+            }
+            named.extend(&indices);
+            checks.push(Check::Providers(indices));
+        }
+        if let Some(scopes) = req.scopes {
+            let (names, any) = compile_names(scopes, &format!("{at}.scopes"))?;
+            checks.push(Check::Scopes { names, any });
+        }
+        if let Some(roles) = req.roles {
+            let (names, any) = compile_names(roles, &format!("{at}.roles"))?;
+            checks.push(Check::Roles { names, any });
+        }
+        if let Some(p) = &req.principals {
+            checks.push(Check::Principals(Principals::compile(
+                p,
+                &format!("{at}.principals"),
+            )?));
+        }
+        for (path, values) in req.claims.unwrap_or_default() {
+            let here = format!("{at}.claims.{path}");
+            let path = ClaimPath::parse(&path).map_err(|m| err(&here, m))?;
+            let values = match values {
+                serde_json::Value::Array(list) if !list.is_empty() => list,
+                serde_json::Value::Array(_) => {
+                    return Err(err(here, "must list at least one value"))
+                }
+                v => vec![v],
+            };
+            checks.push(Check::Claim { path, values });
+        }
+        for (key, list) in [("all", req.all), ("any", req.any)] {
+            let Some(list) = list else { continue };
+            if list.is_empty() {
+                return Err(err(format!("{at}.{key}"), "must not be empty"));
+            }
+            let mut children = Vec::with_capacity(list.len());
+            for (j, child) in list.into_iter().enumerate() {
+                children.push(Check::compile(
+                    child,
+                    &format!("{at}.{key}[{j}]"),
+                    providers,
+                    named,
+                    false,
+                )?);
+            }
+            checks.push(if key == "all" {
+                Check::All(children)
+            } else {
+                Check::Any(children)
+            });
+        }
+        Ok(match checks.len() {
+            1 => checks.remove(0),
+            _ => Check::All(checks),
+        })
+    }
+}
+
+fn compile_names(raw: RawNames, at: &str) -> Result<(Vec<String>, bool), ConfigError> {
+    let (names, any, at) = match raw {
+        RawNames::List(l) => (l, false, at.to_string()),
+        RawNames::Spec(RawNameSpec {
+            all_of: Some(l),
+            any_of: None,
+        }) => (l, false, format!("{at}.all_of")),
+        RawNames::Spec(RawNameSpec {
+            all_of: None,
+            any_of: Some(l),
+        }) => (l, true, format!("{at}.any_of")),
+        RawNames::Spec(_) => {
+            return Err(err(
+                at,
+                "give a list, {\"all_of\": [...]} or {\"any_of\": [...]}",
+            ))
+        }
+    };
+    if names.is_empty() {
+        return Err(err(at, "must not be empty"));
+    }
+    for (j, s) in names.iter().enumerate() {
+        if s.is_empty() || !is_quotable(s) || s.contains(' ') {
+            return Err(err(
+                format!("{at}[{j}]"),
+                "must be a non-empty name without spaces or quotes",
+            ));
+        }
+    }
+    Ok((names, any))
+}
+
+impl Principals {
+    /// `{"email": ["a@b"], "client_id": ["svc-*"]}`: each claim with its own patterns.
+    fn compile(v: &serde_json::Value, at: &str) -> Result<Principals, ConfigError> {
+        let by_claim =
+            match v {
+                serde_json::Value::Object(map) if !map.is_empty() => map,
+                serde_json::Value::Array(_) => return Err(err(
+                    at,
+                    "name the claim each principal is compared with, e.g. {\"email\": [...]} or \
+                 {\"client_id\": [...]}: a bare list would match sub, email, azp and \
+                 client_id alike, so a token whose sub equals an allowed e-mail would pass",
+                )),
+                _ => return Err(err(at, "an object of claim name -> list of patterns")),
+            };
+        let mut out = Vec::with_capacity(by_claim.len());
+        for (claim, patterns) in by_claim {
+            let here = format!("{at}.{claim}");
+            let path = ClaimPath::parse(claim).map_err(|m| err(&here, m))?;
+            let list: Vec<String> = match patterns {
+                serde_json::Value::Array(items) if !items.is_empty() => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| err(&here, "patterns are strings"))?,
+                _ => return Err(err(&here, "a non-empty list of patterns")),
+            };
+            out.push((path, compile_patterns(&list, &here)?));
+        }
+        Ok(Principals(out))
+    }
+}
+
+fn compile_patterns(list: &[String], at: &str) -> Result<Vec<Pattern>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(j, p)| Pattern::parse(p).map_err(|m| err(format!("{at}[{j}]"), m)))
+        .collect()
+}
+
+impl IpBinding {
+    pub(crate) fn compile_list(
+        list: &[RawIpBinding],
+        at: &str,
+    ) -> Result<Vec<IpBinding>, ConfigError> {
+        let mut out = Vec::with_capacity(list.len());
+        for (j, b) in list.iter().enumerate() {
+            let here = format!("{at}[{j}]");
+            if b.cidrs.is_empty() {
+                return Err(err(format!("{here}.cidrs"), "must not be empty"));
+            }
+            let mut cidrs = Vec::with_capacity(b.cidrs.len());
+            for (k, c) in b.cidrs.iter().enumerate() {
+                let net = c
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        err(
+                            format!("{here}.cidrs[{k}]"),
+                            "must be an IP address or CIDR like 10.0.1.0/24",
+                        )
+                    })?;
+                cidrs.push(net.trunc());
+            }
+            out.push(IpBinding {
+                principals: Principals::compile(&b.principals, &format!("{here}.principals"))?,
+                cidrs,
+            });
+        }
+        Ok(out)
     }
 }
 

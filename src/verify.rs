@@ -27,6 +27,7 @@ pub struct Acceptance {
 
 /// Why a token was refused. Each maps to one stable deny code (see `deny.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// Not a compact JWS: wrong number of parts, bad base64 or header JSON, empty, or
     /// `crit` header parameters we do not understand.

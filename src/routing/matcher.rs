@@ -2,6 +2,7 @@
 //! compared against one reading of a request (see [`super::readings`]).
 
 use super::readings::{eq_folded, fold, strip_prefix_folded, HostReading};
+use crate::schema::{check_path, err, is_token_name, ConfigError, RawMatch, SyntaxError};
 
 #[derive(Debug, Default)]
 pub struct Matcher {
@@ -41,13 +42,13 @@ impl PathMatch {
         }
     }
 
-    pub fn template(t: &str) -> Result<PathMatch, String> {
+    pub fn template(t: &str) -> Result<PathMatch, SyntaxError> {
         let parts: Vec<&str> = t.trim_start_matches('/').split('/').collect();
         let mut segs = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {
             let seg = if *part == "**" {
                 if i + 1 != parts.len() {
-                    return Err("\"**\" may only end a template".into());
+                    return Err(SyntaxError::TemplateRest);
                 }
                 Segment::Rest
             } else if *part == "*"
@@ -55,7 +56,7 @@ impl PathMatch {
             {
                 Segment::One
             } else if part.contains(['{', '}', '*']) {
-                return Err(format!("segment {part:?}: use {{name}}, * or a final **"));
+                return Err(SyntaxError::TemplateSegment((*part).to_string()));
             } else {
                 Segment::Literal((*part).to_string())
             };
@@ -141,7 +142,7 @@ pub enum HostName {
 }
 
 impl HostMatch {
-    pub fn parse(h: &str) -> Result<HostMatch, String> {
+    pub fn parse(h: &str) -> Result<HostMatch, SyntaxError> {
         let h = h.to_ascii_lowercase();
         let (h, any_port) = match h.strip_suffix(":*") {
             Some(rest) => (rest.to_string(), true),
@@ -155,20 +156,14 @@ impl HostMatch {
             c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*') || (v6 && c == ':')
         };
         if h.is_empty() || !h.chars().all(allowed) || h.ends_with('.') {
-            return Err(
-                "must be a host name, optionally starting with \"*.\" and ending with \":*\" \
-                 (any port); no trailing dot, user info or port number"
-                    .into(),
-            );
+            return Err(SyntaxError::HostName);
         }
         let name = match h.strip_prefix('*') {
             Some(rest) if rest.starts_with('.') && rest.len() > 1 && !rest.contains('*') => {
                 HostName::Suffix(rest.to_string())
             }
-            Some(_) => return Err("a wildcard must be \"*.\" followed by a domain".into()),
-            None if h.contains('*') => {
-                return Err("a wildcard must be \"*.\" followed by a domain".into())
-            }
+            Some(_) => return Err(SyntaxError::HostWildcard),
+            None if h.contains('*') => return Err(SyntaxError::HostWildcard),
             None => HostName::Exact(h),
         };
         Ok(HostMatch { name, any_port })
@@ -206,6 +201,58 @@ impl Matcher {
             .literals()
             .iter()
             .any(|l| l.chars().any(|c| fold(c) != c))
+    }
+}
+
+impl Matcher {
+    /// The matcher of the rule at `at` (`rules[3]`); `ignore_case`: the config's default.
+    pub(crate) fn compile(
+        m: RawMatch,
+        at: &str,
+        ignore_case: bool,
+    ) -> Result<Matcher, ConfigError> {
+        let path = match (m.path, m.path_prefix, m.path_template) {
+            (None, None, None) => PathMatch::Any,
+            (Some(p), None, None) => {
+                check_path(&p, &format!("{at}.match.path"))?;
+                PathMatch::Exact(p)
+            }
+            (None, Some(p), None) => {
+                check_path(&p, &format!("{at}.match.path_prefix"))?;
+                PathMatch::prefix(p)
+            }
+            (None, None, Some(t)) => {
+                let here = format!("{at}.match.path_template");
+                check_path(&t, &here)?;
+                PathMatch::template(&t).map_err(|m| err(here, m))?
+            }
+            _ => {
+                return Err(err(
+                    format!("{at}.match"),
+                    "give one of path, path_prefix and path_template",
+                ))
+            }
+        };
+        let mut methods = Vec::with_capacity(m.methods.len());
+        for (j, meth) in m.methods.iter().enumerate() {
+            if !is_token_name(meth) {
+                return Err(err(
+                    format!("{at}.match.methods[{j}]"),
+                    "must be an HTTP method",
+                ));
+            }
+            methods.push(meth.to_ascii_uppercase());
+        }
+        let host = match m.host {
+            None => None,
+            Some(h) => Some(HostMatch::parse(&h).map_err(|e| err(format!("{at}.match.host"), e))?),
+        };
+        Ok(Matcher {
+            path,
+            methods,
+            host,
+            ignore_case: m.ignore_case.unwrap_or(ignore_case),
+        })
     }
 }
 
