@@ -84,27 +84,9 @@ pub(super) fn might_fold(path: &str) -> bool {
 
 /// Every valid `%XX` decoded (invalid UTF-8 becomes U+FFFD); `\` read as `/`.
 fn percent_decode(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = |at: usize| bytes.get(at).and_then(|c| (*c as char).to_digit(16));
-        match (b, hex(i + 1), hex(i + 2)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
-                i += 3;
-            }
-            (b'\\', _, _) => {
-                out.push(b'/');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).replace('\\', "/")
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .replace('\\', "/")
 }
 
 /// Each segment cut at its first `;` (`/admin;x/users` -> `/admin/users`).

@@ -144,15 +144,7 @@ impl Worker {
             });
             return Next::Pause;
         }
-        let config = self.config.clone();
-        if request::apply(
-            &*host,
-            &config,
-            &self.metrics,
-            &mut headers,
-            &outcome,
-            &line,
-        ) {
+        if self.apply(&mut headers, &outcome, &line) {
             Next::Continue
         } else {
             Next::Pause
@@ -197,6 +189,18 @@ impl Worker {
             fetch::on_response(&*host, p, &issuer, stage, resp, now, jitter);
         }
         self.resolve_waiters(now);
+    }
+
+    /// Carries out `outcome` on the effective request; true when it may go on upstream.
+    fn apply(&self, headers: &mut HeaderSnapshot, outcome: &Outcome, line: &RequestLine) -> bool {
+        request::apply(
+            &*self.host,
+            &self.config,
+            &self.metrics,
+            headers,
+            outcome,
+            line,
+        )
     }
 
     /// Decides for the effective request. `waited`: it may not wait (again) for keys.
@@ -252,7 +256,6 @@ impl Worker {
             return;
         }
         let host = self.host.clone();
-        let config = self.config.clone();
         for w in ready {
             if host.set_effective_context(w.context_id).is_err() {
                 continue; // the client went away
@@ -260,14 +263,7 @@ impl Worker {
             // Managed headers were stripped when the request first came in.
             let mut headers = request::read_headers(&*host);
             let (outcome, line) = self.decide(&headers, now, true);
-            if request::apply(
-                &*host,
-                &config,
-                &self.metrics,
-                &mut headers,
-                &outcome,
-                &line,
-            ) {
+            if self.apply(&mut headers, &outcome, &line) {
                 if let Err(e) = host.resume_request() {
                     log::warn!(
                         "jwt-guard: could not resume request {}: {e:?}",
