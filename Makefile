@@ -91,9 +91,10 @@ fmt:
 
 lint: wasm-target
 	cargo fmt --check
+	cargo fmt --check --manifest-path hosts/wasmtime/Cargo.toml
 	cargo clippy --all-targets --features testkit -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(IDP_DIR)/node_modules $(EXPRESS_DIR)/node_modules
+	rm -rf $(VENV) $(IDP_DIR)/node_modules $(EXPRESS_DIR)/node_modules hosts/wasmtime/target

@@ -26,10 +26,11 @@ pub enum DenyCode {
     KeysUnavailable,
     KeysStale,
     TypeNotAccepted,
+    NotPrepared,
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 18] = [
+    pub const ALL: [DenyCode; 19] = [
         DenyCode::TokenMissing,
         DenyCode::TokenAmbiguous,
         DenyCode::InsufficientScope,
@@ -48,6 +49,7 @@ impl DenyCode {
         DenyCode::KeysUnavailable,
         DenyCode::KeysStale,
         DenyCode::TypeNotAccepted,
+        DenyCode::NotPrepared,
     ];
 
     pub fn code(self) -> &'static str {
@@ -70,6 +72,7 @@ impl DenyCode {
             DenyCode::AccessDenied => "AUTH_121",
             DenyCode::KeysUnavailable => "AUTH_130",
             DenyCode::KeysStale => "AUTH_131",
+            DenyCode::NotPrepared => "AUTH_140",
         }
     }
 
@@ -91,7 +94,7 @@ impl DenyCode {
             | DenyCode::IpNotAllowed
             | DenyCode::RouteDenied
             | DenyCode::AccessDenied => 403,
-            DenyCode::KeysUnavailable | DenyCode::KeysStale => 503,
+            DenyCode::KeysUnavailable | DenyCode::KeysStale | DenyCode::NotPrepared => 503,
         }
     }
 
@@ -104,7 +107,9 @@ impl DenyCode {
             DenyCode::RouteDenied | DenyCode::AccessDenied | DenyCode::IpNotAllowed => {
                 "access_denied"
             }
-            DenyCode::KeysUnavailable | DenyCode::KeysStale => "temporarily_unavailable",
+            DenyCode::KeysUnavailable | DenyCode::KeysStale | DenyCode::NotPrepared => {
+                "temporarily_unavailable"
+            }
             _ => "invalid_token",
         }
     }
@@ -131,6 +136,7 @@ impl DenyCode {
             DenyCode::IpNotAllowed => "the caller may not call from this address",
             DenyCode::KeysUnavailable => "the keys to verify tokens are not available",
             DenyCode::KeysStale => "the keys to verify tokens are too old to trust",
+            DenyCode::NotPrepared => "the request could not be prepared for the upstream",
         }
     }
 }

@@ -64,7 +64,13 @@ impl RootContext for Root {
             config.providers.len(),
             config.rules.len()
         );
-        let worker = Worker::new(Rc::new(ProxyWasmHost), config, self.context_id);
+        let worker = match Worker::new(Rc::new(ProxyWasmHost), config, self.context_id) {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!("jwt-guard: invalid configuration for this host: {e}");
+                return false;
+            }
+        };
         self.worker = Some(Rc::new(RefCell::new(worker)));
         self.set_tick_period(TICK);
         true

@@ -87,8 +87,10 @@ pub struct FakeHost {
     pub proxy: Rc<Proxy>,
     /// `proxy_set_effective_context` exists on this host.
     pub resumes: bool,
-    /// Envoy's `verify_signature` is not offered: pure-Rust crypto.
+    /// The TCP peer `source.address` reports.
     pub peer: RefCell<String>,
+    /// Setting or removing this request header fails, as a broken host's would.
+    pub refuse_header: RefCell<Option<String>>,
     effective: Cell<u32>,
     requests: RefCell<HashMap<u32, FakeRequest>>,
     pub callouts: RefCell<Vec<Callout>>,
@@ -104,6 +106,7 @@ impl FakeHost {
             proxy,
             resumes: true,
             peer: RefCell::new("127.0.0.1:40000".into()),
+            refuse_header: RefCell::new(None),
             effective: Cell::new(0),
             requests: RefCell::new(HashMap::new()),
             callouts: RefCell::new(Vec::new()),
@@ -256,6 +259,9 @@ impl Host for FakeHost {
     }
 
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostError> {
+        if self.refuse_header.borrow().as_deref() == Some(name) {
+            return Err(HostError::Other(10));
+        }
         self.with_effective(|r| {
             r.headers.retain(|(k, _)| k != name);
             if let Some(v) = value {

@@ -60,14 +60,39 @@ pub struct Worker {
     crypto: Box<dyn Crypto>,
     rng: u64,
     root_context: u32,
-    /// The host can make a waiting request effective again to resume it. Without that a
-    /// request is never paused for keys: it is answered 503 at once while they are fetched.
-    can_resume: bool,
+}
+
+/// A host this configuration cannot run on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unsupported {
+    /// The host has no `proxy_set_effective_context`: the proxy-wasm SDK needs it to hand a
+    /// callout's answer to the root context (it traps without it), and the filter to resume
+    /// a request that waited for keys. Local keys need neither.
+    #[error(
+        "provider {0:?} fetches its keys, but this host has no proxy_set_effective_context, \
+         which the proxy-wasm SDK needs to deliver a callout's answer: use local_jwks here"
+    )]
+    NoEffectiveContext(String),
 }
 
 impl Worker {
-    /// A worker for `config`, in the root context `root_context`.
-    pub fn new(host: Rc<dyn Host>, config: Config, root_context: u32) -> Worker {
+    /// A worker for `config`, in the root context `root_context`; refused on a host that
+    /// could not run it.
+    pub fn new(
+        host: Rc<dyn Host>,
+        config: Config,
+        root_context: u32,
+    ) -> Result<Worker, Unsupported> {
+        let remote = config
+            .providers
+            .iter()
+            .find(|p| matches!(p.keys, crate::config::KeySource::Remote(_)));
+        if let Some(p) = remote {
+            if host.set_effective_context(root_context).is_err() {
+                return Err(Unsupported::NoEffectiveContext(p.name.clone()));
+            }
+        }
         let providers = config
             .providers
             .iter()
@@ -78,13 +103,6 @@ impl Worker {
             CryptoBackend::Auto => Box::new(HostCrypto::new(host.clone())),
             CryptoBackend::Rust => Box::new(RustCrypto),
         };
-        let can_resume = host.set_effective_context(root_context).is_ok();
-        if !can_resume {
-            log::warn!(
-                "jwt-guard: the host cannot resume paused requests (no set_effective_context): \
-                 requests that arrive before their provider's keys get 503 instead of waiting"
-            );
-        }
         // Nanoseconds: workers configure within the same millisecond, and their ids (drawn
         // from this seed) must differ for the fetch lease to mean anything.
         let seed = host.now_nanos() ^ (u64::from(root_context) << 40);
@@ -99,10 +117,9 @@ impl Worker {
             crypto,
             rng: seed | 1,
             root_context,
-            can_resume,
         };
         worker.id = worker.random().max(1);
-        worker
+        Ok(worker)
     }
 
     /// xorshift64: jitter and ids need spread, not secrecy.
@@ -132,8 +149,17 @@ impl Worker {
         let host = self.host.clone();
         let now = host.now_ms();
         let mut headers = request::read_headers(&*host);
-        request::strip_managed_headers(&*host, &self.config, &mut headers);
-        let (outcome, line) = self.decide(&headers, now, !self.can_resume);
+        if !request::strip_managed_headers(&*host, &self.config, &mut headers) {
+            // A client's copy of an identity header would reach the upstream.
+            self.metrics.denied(None, DenyCode::NotPrepared);
+            request::reply(
+                &*host,
+                &self.config.realm,
+                &Denial::new(DenyCode::NotPrepared),
+            );
+            return Next::Pause;
+        }
+        let (outcome, line) = self.decide(&headers, now, false);
         if let Outcome::WaitForKeys { provider } = outcome {
             let seen_version = self.providers.get(provider).map_or(0, |p| p.version);
             self.waiters.push(Waiter {

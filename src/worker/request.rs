@@ -24,24 +24,41 @@ pub fn read_headers(host: &dyn Host) -> HeaderSnapshot {
     }
 }
 
-/// Sets or removes a request header, and keeps the snapshot in step.
-fn set_header(host: &dyn Host, headers: &mut HeaderSnapshot, name: &str, value: Option<&str>) {
+/// Sets or removes a request header, and keeps the snapshot in step. False when the host
+/// could not: the caller must not send the request on as if it had.
+#[must_use]
+fn set_header(
+    host: &dyn Host,
+    headers: &mut HeaderSnapshot,
+    name: &str,
+    value: Option<&str>,
+) -> bool {
     if let Err(e) = host.set_request_header(name, value.map(str::as_bytes)) {
         log::warn!("jwt-guard: could not set header {name}: {e:?}");
+        return false;
     }
     match value {
         Some(v) => headers.set(name, v.as_bytes()),
         None => headers.remove(name),
     }
+    true
 }
 
 /// Removes every header the filter may set, under every spelling an upstream may read as
 /// it, whatever the route: identity headers upstream come from the filter or not at all.
 /// Host calls only for headers actually present.
-pub fn strip_managed_headers(host: &dyn Host, config: &Config, headers: &mut HeaderSnapshot) {
+/// False when one could not be removed: the request must then not go upstream.
+#[must_use]
+pub fn strip_managed_headers(
+    host: &dyn Host,
+    config: &Config,
+    headers: &mut HeaderSnapshot,
+) -> bool {
+    let mut ok = true;
     for name in spoofed_headers(&config.managed_headers, headers) {
-        set_header(host, headers, &name, None);
+        ok &= set_header(host, headers, &name, None);
     }
+    ok
 }
 
 /// The client address the config's `ip_bindings` check, if any binding needs it (reading
@@ -85,13 +102,21 @@ pub fn apply(
     }
     match outcome {
         Outcome::Allow(allowed) => {
+            let mut prepared = true;
             if let Some(id) = &allowed.identity {
-                strip_token_if_asked(host, config, headers, id);
-                forward_identity(host, config, headers, id);
+                prepared &= strip_token_if_asked(host, config, headers, id);
+                prepared &= forward_identity(host, config, headers, id);
             }
             if let Some(d) = &allowed.dry_run_denial {
                 let value = format!("would-deny {} {}", d.code.code(), d.code.status());
-                set_header(host, headers, DRY_RUN_HEADER, Some(&value));
+                prepared &= set_header(host, headers, DRY_RUN_HEADER, Some(&value));
+            }
+            if !prepared {
+                // An identity header the upstream would trust is missing or stale, or the
+                // token it was told not to see is still there: never send that on.
+                metrics.denied(allowed.rule, DenyCode::NotPrepared);
+                reply(host, &config.realm, &Denial::new(DenyCode::NotPrepared));
+                return false;
             }
             metrics.allowed(
                 allowed.rule,
@@ -128,31 +153,40 @@ pub fn reply(host: &dyn Host, realm: &str, denial: &Denial) {
     }
 }
 
-fn forward_identity(host: &dyn Host, config: &Config, headers: &mut HeaderSnapshot, id: &Identity) {
+/// False when a header could not be set.
+fn forward_identity(
+    host: &dyn Host,
+    config: &Config,
+    headers: &mut HeaderSnapshot,
+    id: &Identity,
+) -> bool {
     let Some(provider) = config.providers.get(id.provider) else {
-        return;
+        return true;
     };
     let (set, skipped) = identity_headers(provider, id);
+    let mut ok = true;
     for (name, value) in &set {
-        set_header(host, headers, name, Some(value));
+        ok &= set_header(host, headers, name, Some(value));
     }
     for name in skipped {
         log::debug!("jwt-guard: {name} not set: claim absent or not a valid header value");
     }
+    ok
 }
 
+/// False when the token could not be removed.
 fn strip_token_if_asked(
     host: &dyn Host,
     config: &Config,
     headers: &mut HeaderSnapshot,
     id: &Identity,
-) {
+) -> bool {
     if config
         .providers
         .get(id.provider)
         .is_none_or(|p| p.keep_token)
     {
-        return;
+        return true;
     }
     match &id.source {
         TokenSource::Header { name, .. } => {
@@ -163,23 +197,22 @@ fn strip_token_if_asked(
                 .filter(|n| crate::headers::same_spelling(n, name))
                 .map(str::to_string)
                 .collect();
-            for n in spellings {
-                set_header(host, headers, &n, None);
+            // Every spelling is tried, whatever failed before.
+            let mut ok = true;
+            for n in &spellings {
+                ok &= set_header(host, headers, n, None);
             }
+            ok
         }
         TokenSource::Query(param) => {
             let path = headers.get(":path").unwrap_or_default();
-            set_header(
-                host,
-                headers,
-                ":path",
-                Some(&path_without_param(&path, param)),
-            );
+            let stripped = path_without_param(&path, param);
+            set_header(host, headers, ":path", Some(&stripped))
         }
         TokenSource::Cookie(name) => {
             let cookies = headers.get("cookie").unwrap_or_default();
             let rest = cookie_header_without(&cookies, name);
-            set_header(host, headers, "cookie", rest.as_deref());
+            set_header(host, headers, "cookie", rest.as_deref())
         }
     }
 }

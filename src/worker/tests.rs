@@ -43,7 +43,7 @@ impl Node {
 
     fn with_host(host: FakeHost, config: Config) -> Node {
         let host = Rc::new(host);
-        let worker = Worker::new(host.clone(), config, ROOT);
+        let worker = Worker::new(host.clone(), config, ROOT).unwrap();
         Node { host, worker }
     }
 
@@ -348,20 +348,28 @@ fn a_request_that_hangs_up_while_waiting_is_forgotten() {
 }
 
 #[test]
-fn without_set_effective_context_cold_requests_are_answered_at_once() {
+fn a_host_without_set_effective_context_refuses_remote_keys_and_serves_local_ones() {
     let proxy = proxy();
     let mut host = FakeHost::new(proxy.clone());
     host.resumes = false;
-    let mut a = Node::with_host(host, remote_config());
-    a.worker.on_tick();
-    assert_eq!(a.send(2, Some(&token())), Next::Pause);
-    let r = a
-        .reply(2)
-        .expect("a reply, not a wait the host could never end");
-    assert_eq!((r.status, r.code().as_str()), (503, "AUTH_130"));
-    assert!(!a.worker.holds(2));
-    a.answer("200", jwks_json().as_bytes());
-    assert_eq!(a.send(3, Some(&token())), Next::Continue);
+    let refused = Worker::new(Rc::new(host), remote_config(), ROOT).err();
+    assert_eq!(
+        refused,
+        Some(super::Unsupported::NoEffectiveContext("corp".into()))
+    );
+    assert!(refused.unwrap().to_string().contains("use local_jwks"));
+    let local = json!({"providers": [{"name": "corp", "issuer": ISS, "audiences": [AUD],
+                        "local_jwks": {"inline": jwks_json()}}],
+                       "rules": [{"match": {"path_prefix": "/"}, "require": {}}]});
+    let mut host = FakeHost::new(proxy);
+    host.resumes = false;
+    let mut a = Node::with_host(
+        host,
+        Config::from_json(local.to_string().as_bytes()).unwrap(),
+    );
+    assert_eq!(a.send(2, Some(&token())), Next::Continue);
+    assert_eq!(a.send(3, None), Next::Pause);
+    assert_eq!(a.reply(3).map(|r| r.code()).as_deref(), Some("AUTH_100"));
 }
 
 #[test]
@@ -390,4 +398,36 @@ fn identity_headers_are_set_and_spoofed_ones_removed_through_the_host() {
         .filter(|(k, _)| k.replace('_', "-").eq_ignore_ascii_case("x-sub"))
         .collect();
     assert_eq!(subs, vec![&("x-sub".to_string(), "svc-a".to_string())]);
+}
+
+#[test]
+fn a_header_the_host_cannot_set_or_remove_fails_closed() {
+    let v = json!({"providers": [{"name": "corp", "issuer": ISS, "audiences": [AUD],
+                    "local_jwks": {"inline": jwks_json()},
+                    "claims_to_headers": [{"claim": "sub", "header": "x-sub"}]}],
+                   "rules": [{"match": {"path_prefix": "/"}, "require": {}}]});
+    let config = || Config::from_json(v.to_string().as_bytes()).unwrap();
+    let auth = format!("Bearer {}", token());
+    // A client's spoofed identity header that cannot be removed never goes upstream...
+    let mut a = Node::new(&proxy(), config());
+    *a.host.refuse_header.borrow_mut() = Some("x_sub".into());
+    a.host.begin(
+        2,
+        &[
+            (":path", "/x"),
+            ("authorization", &auth),
+            ("x_sub", "admin"),
+        ],
+    );
+    assert_eq!(a.worker.on_request_headers(2), Next::Pause);
+    let r = a.reply(2).expect("answered");
+    assert_eq!((r.status, r.code().as_str()), (503, "AUTH_140"));
+    // ...nor a request whose identity header could not be set.
+    let mut b = Node::new(&proxy(), config());
+    *b.host.refuse_header.borrow_mut() = Some("x-sub".into());
+    b.host
+        .begin(2, &[(":path", "/x"), ("authorization", &auth)]);
+    assert_eq!(b.worker.on_request_headers(2), Next::Pause);
+    assert_eq!(b.reply(2).map(|r| r.code()).as_deref(), Some("AUTH_140"));
+    assert_eq!(b.host.counter("jwt_guard.denied.AUTH_140"), 1);
 }
