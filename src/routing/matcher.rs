@@ -82,22 +82,21 @@ impl PathMatch {
 
     /// `fold`: compare ignoring case (see [`crate::routing::fold`]).
     fn matches(&self, path: &str, fold: bool) -> bool {
-        let strip = |s: &'_ str, p: &str| -> Option<usize> {
-            if fold {
-                strip_prefix_folded(s, p).map(str::len)
-            } else {
-                s.strip_prefix(p).map(str::len)
-            }
-        };
-        let eq = |a: &str, b: &str| if fold { eq_folded(a, b) } else { a == b };
+        if fold {
+            self.matches_with::<Folded>(path)
+        } else {
+            self.matches_with::<AsIs>(path)
+        }
+    }
+
+    /// One body for both comparisons, compiled once for each: the case-sensitive one, on
+    /// every request, stays a plain byte comparison.
+    fn matches_with<C: Compare>(&self, path: &str) -> bool {
         match self {
             PathMatch::Any => true,
-            PathMatch::Exact(p) => eq(path, p),
-            PathMatch::Prefix(p) => match strip(path, p) {
-                Some(left) => {
-                    let rest = path.get(path.len() - left..).unwrap_or_default();
-                    p.ends_with('/') || rest.is_empty() || rest.starts_with('/')
-                }
+            PathMatch::Exact(p) => C::eq(path, p),
+            PathMatch::Prefix(p) => match C::strip_prefix(path, p) {
+                Some(rest) => p.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
                 None => false,
             },
             PathMatch::Template(segs) => {
@@ -114,7 +113,7 @@ impl PathMatch {
                             }
                         }
                         Segment::Literal(l) => {
-                            if !parts.next().is_some_and(|p| eq(p, l)) {
+                            if !parts.next().is_some_and(|p| C::eq(p, l)) {
                                 return false;
                             }
                         }
@@ -123,6 +122,38 @@ impl PathMatch {
                 parts.next().is_none()
             }
         }
+    }
+}
+
+/// How a path's text is compared with a rule's.
+trait Compare {
+    fn strip_prefix<'a>(s: &'a str, prefix: &str) -> Option<&'a str>;
+    fn eq(a: &str, b: &str) -> bool;
+}
+
+/// As written.
+struct AsIs;
+
+impl Compare for AsIs {
+    fn strip_prefix<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+        s.strip_prefix(prefix)
+    }
+
+    fn eq(a: &str, b: &str) -> bool {
+        a == b
+    }
+}
+
+/// Ignoring case, as lenient upstreams compare (see [`fold`]).
+struct Folded;
+
+impl Compare for Folded {
+    fn strip_prefix<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+        strip_prefix_folded(s, prefix)
+    }
+
+    fn eq(a: &str, b: &str) -> bool {
+        eq_folded(a, b)
     }
 }
 
