@@ -13,7 +13,7 @@ pub mod config;
 pub mod deny;
 pub mod envoy_crypto;
 pub mod extract;
-pub mod fetch_lease;
+pub(crate) mod fetch_lease;
 pub mod flow;
 pub mod forward;
 pub mod headers;

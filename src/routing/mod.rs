@@ -16,7 +16,7 @@
 //! one scan of the matchers.
 
 mod matcher;
-pub mod readings;
+mod readings;
 
 use std::borrow::Cow;
 
@@ -24,7 +24,8 @@ use crate::headers::HeaderSnapshot;
 
 pub use self::matcher::{HostMatch, HostName, Matcher, PathMatch, Segment};
 use self::readings::{host_readings, method_readings, might_fold, push_new};
-pub use self::readings::{path_readings, route_path, HostReading, Readings};
+pub use self::readings::{HostReading, Readings};
+pub(crate) use self::readings::{path_readings, route_path};
 
 /// Headers that some upstreams take as the request's real path: Symfony and IIS's URL
 /// Rewrite read `X-Original-URL` and `X-Rewrite-URL`.
