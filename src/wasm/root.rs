@@ -60,7 +60,8 @@ impl RootContext for Root {
             }
         };
         log::info!(
-            "jwt-guard: configured {} providers, {} rules",
+            "jwt-guard {}: configured {} providers, {} rules",
+            env!("CARGO_PKG_VERSION"),
             config.providers.len(),
             config.rules.len()
         );

@@ -409,3 +409,14 @@ def test_invalid_config_is_refused_and_names_the_field(upstream, case):
     lines = [line for line in log.splitlines() if f"jwt-guard: invalid configuration: {path}" in line]
     assert lines, log[-3000:]
     assert mention in lines[0], lines[0]
+
+
+def test_the_start_up_line_names_the_version(core):
+    """Operators tell which build a proxy runs from its log."""
+    import os
+    import re
+
+    cargo = open(os.path.join(os.path.dirname(__file__), "..", "..", "Cargo.toml")).read()
+    version = re.search(r'^version = "([^"]+)"', cargo, re.M).group(1)
+    harness.wait_for(lambda: f"jwt-guard {version}: configured 1 providers" in core.log_text(),
+                     timeout=5, what="the start-up line")
