@@ -24,8 +24,8 @@ use crate::headers::HeaderSnapshot;
 
 pub use self::matcher::{HostMatch, HostName, Matcher, PathMatch, Segment};
 use self::readings::{host_readings, method_readings, might_fold, push_new};
-pub use self::readings::{HostReading, Readings};
 pub(crate) use self::readings::{path_readings, route_path};
+pub use self::readings::{HostReading, Readings};
 
 /// Headers that some upstreams take as the request's real path: Symfony and IIS's URL
 /// Rewrite read `X-Original-URL` and `X-Rewrite-URL`.

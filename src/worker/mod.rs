@@ -29,7 +29,7 @@ use self::crypto::HostCrypto;
 use self::fetch::Response;
 use self::keys::{KeyView, ProviderKeys};
 use self::metrics::Metrics;
-use self::request::RequestLine;
+use crate::audit::RequestLine;
 
 /// What the host should do with a request after its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,14 +236,13 @@ impl Worker {
         now_ms: u64,
         waited: bool,
     ) -> (Outcome, RequestLine) {
-        let method = headers.get(":method").unwrap_or_default();
+        let line = RequestLine::of(headers);
         let authority = headers.get(":authority").unwrap_or_default();
-        let path = headers.get(":path").unwrap_or_default();
         let source = request::client_ip(&*self.host, &self.config, headers);
         let req = Request {
-            method: &method,
+            method: &line.method,
             authority: &authority,
-            path: &path,
+            path: &line.path,
             headers,
             source,
         };
@@ -260,7 +259,7 @@ impl Worker {
             now: i64::try_from(now_ms / 1000).unwrap_or(i64::MAX),
         };
         let outcome = evaluate(&self.config, &req, &mut rt);
-        (outcome, RequestLine { method, path })
+        (outcome, line)
     }
 
     /// Decides again for every waiting request whose provider's keys changed, or whose

@@ -1,6 +1,7 @@
 //! The request being handled (whichever context is effective): its headers read for the
 //! decision, and an [`Outcome`] carried out on it.
 
+use crate::audit::RequestLine;
 use crate::client_address::{client_address, ClientAddressFrom};
 use crate::config::{Config, DRY_RUN_HEADER};
 use crate::deny::{render, Denial, DenyCode};
@@ -81,12 +82,6 @@ pub fn client_ip(
     client_address(from, peer.as_deref(), headers)
 }
 
-/// What the audit log says of a request.
-pub struct RequestLine {
-    pub method: String,
-    pub path: String,
-}
-
 /// Carries out an allow or deny on the request. Returns true when the request may go on
 /// upstream (the caller continues or resumes it).
 pub fn apply(
@@ -97,7 +92,11 @@ pub fn apply(
     outcome: &Outcome,
     line: &RequestLine,
 ) -> bool {
-    if let Some(record) = crate::audit::record(config, outcome, &line.method, &line.path) {
+    let source = || {
+        host.property(&["source", "address"])
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    if let Some(record) = crate::audit::record(config, outcome, line, source) {
         log::info!("jwt-guard audit {record}");
     }
     match outcome {

@@ -232,10 +232,20 @@ def test_audit_log_one_line_per_decision_never_the_token(envoy, keys):
     entries = harness.wait_for(
         lambda: [a for a in audit_lines(envoy) if a["rule"] == "admin" and a["decision"] == "deny"],
         timeout=5, what="the audit line")
-    assert entries[-1] == {"decision": "deny", "code": "AUTH_121", "status": 403, "rule": "admin",
-                           "provider": "keycloak", "sub": "svc-user", "client_id": "val_svc_client_a1b2c3",
-                           "method": "GET", "path": "/admin"}
-    assert any(a["decision"] == "allow" for a in audit_lines(envoy)), "allowed requests are audited when asked"
+    entry = dict(entries[-1])
+    # Envoy's request id (to find the request in its access log) and the client address.
+    request_id, source = entry.pop("request_id"), entry.pop("source")
+    assert len(request_id) >= 32 and source.startswith("127.0.0.1:"), (request_id, source)
+    assert entry == {"decision": "deny", "code": "AUTH_121", "status": 403, "rule": "admin",
+                     "provider": "keycloak", "sub": "svc-user", "client_id": "val_svc_client_a1b2c3",
+                     "method": "GET", "path": "/admin"}
+    sent = envoy.get("/admin", token, headers={"x-request-id": "trace-42"})
+    assert sent.status == 403
+    harness.wait_for(lambda: any(a.get("request_id") == "trace-42" for a in audit_lines(envoy)),
+                     timeout=5, what="the audit line with the client's request id")
+    assert envoy.get("/health").status == 200
+    harness.wait_for(lambda: any(a["decision"] == "allow" for a in audit_lines(envoy)), timeout=5,
+                     what="an allowed request's line (audited when asked)")
     assert token not in envoy.log_text()
 
 
