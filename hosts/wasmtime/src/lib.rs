@@ -94,6 +94,15 @@ struct Shared {
     metrics: Vec<Metric>,
 }
 
+impl Shared {
+    /// The metric a module's id names (ids start at 1).
+    fn metric(&mut self, id: i32) -> Option<&mut Metric> {
+        (id as u32)
+            .checked_sub(1)
+            .and_then(|i| self.metrics.get_mut(i as usize))
+    }
+}
+
 struct Metric {
     /// `proxy_metric_type_t`: 0 counter, 1 gauge, 2 histogram.
     kind: u32,
@@ -1218,10 +1227,7 @@ fn define_env(linker: &mut Linker<State>) -> Result<()> {
         "proxy_increment_metric",
         |mut cx: Cx, id: i32, delta: i64| {
             let mut shared = lock(&host(&mut cx).shared);
-            let Some(m) = (id as u32)
-                .checked_sub(1)
-                .and_then(|i| shared.metrics.get_mut(i as usize))
-            else {
+            let Some(m) = shared.metric(id) else {
                 return status::NOT_FOUND as i32;
             };
             if m.kind == 0 && delta < 0 {
@@ -1237,10 +1243,7 @@ fn define_env(linker: &mut Linker<State>) -> Result<()> {
         "proxy_record_metric",
         |mut cx: Cx, id: i32, value: i64| {
             let mut shared = lock(&host(&mut cx).shared);
-            let Some(m) = (id as u32)
-                .checked_sub(1)
-                .and_then(|i| shared.metrics.get_mut(i as usize))
-            else {
+            let Some(m) = shared.metric(id) else {
                 return status::NOT_FOUND as i32;
             };
             m.value = value as u64;

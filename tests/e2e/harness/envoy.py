@@ -13,6 +13,7 @@ import tempfile
 import yaml
 
 from . import client
+from .logfile import LogFile
 from .waiting import wait_for
 
 WASM = os.environ.get("JWT_GUARD_WASM", os.path.abspath("target/wasm32-wasip1/release/jwt_guard.wasm"))
@@ -132,7 +133,7 @@ def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port, filter
     }
 
 
-class Envoy:
+class Envoy(LogFile):
     """One Envoy process on free ports, its bootstrap and log in a temp dir."""
 
     def __init__(self, plugin, upstream_port, clusters=None, concurrency=1, filters=None, hcm=None,
@@ -251,16 +252,6 @@ class Envoy:
             return r if until(r) else None
 
         return wait_for(attempt, timeout, interval, what=what or f"a matching reply from {path}")
-
-    def log_text(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def log_tail(self, lines=60):
-        try:
-            return "".join(self.log_text().splitlines(keepends=True)[-lines:])
-        except OSError:
-            return ""
 
     def stop(self):
         RUNNING.discard(self)

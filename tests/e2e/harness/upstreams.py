@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 from . import client
+from .logfile import LogFile
 from .envoy import _die_with_parent
 from .waiting import free_port, wait_for
 
@@ -26,7 +27,7 @@ def _missing(what, path):
     return AssertionError(f"{path} is missing: install {what} with `make upstream-deps`")
 
 
-class _Upstream:
+class _Upstream(LogFile):
     """One server process. Ready once GET /health is answered by the app's health handler,
     so a test never reaches a server that listens but has not loaded the app."""
 
@@ -79,16 +80,6 @@ class _Upstream:
     def request(self, path, headers=None, method="GET", timeout=10):
         """`path` is sent as is (no normalisation): the raw request target."""
         return client.request(self.port, path, headers, method, timeout=timeout)
-
-    def log_text(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def log_tail(self, lines=60):
-        try:
-            return "".join(self.log_text().splitlines(keepends=True)[-lines:])
-        except OSError:
-            return ""
 
     def stop(self):
         """SIGTERM to the whole process group, SIGKILL to whatever is left of it."""
