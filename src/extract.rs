@@ -167,7 +167,7 @@ const TOKEN68: [bool; 256] = {
 /// A parameter or cookie name as frameworks compare it: percent-decoded (`+` as space),
 /// an array suffix cut (`name[]`, `name[0]`: PHP, Rails, qs), and `.` and space read as
 /// `_` (PHP).
-fn name_key(raw: &str) -> String {
+pub(crate) fn name_key(raw: &str) -> String {
     let decoded = form_decode(raw);
     let base = decoded.split('[').next().unwrap_or_default();
     base.replace(['.', ' '], "_")
@@ -175,7 +175,7 @@ fn name_key(raw: &str) -> String {
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte (invalid
 /// UTF-8 becomes U+FFFD).
-fn form_decode(s: &str) -> String {
+pub(crate) fn form_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&s.replace('+', " "))
         .decode_utf8_lossy()
         .into_owned()

@@ -4,7 +4,6 @@ use serde_json::Value;
 
 use crate::config::Provider;
 use crate::flow::Identity;
-use crate::headers::{same_spelling, HeaderSnapshot};
 
 /// The headers to set for a verified identity. A claim that is absent, or whose text
 /// could not be a header value, sets nothing (and is named in `skipped`).
@@ -24,19 +23,6 @@ pub fn identity_headers(
         set.push((h.clone(), payload.clone()));
     }
     (set, skipped)
-}
-
-/// The request's headers that an upstream could read as one of the `managed` headers
-/// (the ones the filter sets): the same name, or the same with `_` for `-` or other case.
-/// They are removed from every request, so a client's `x_client_id` never reaches an
-/// upstream that reads it as `X-Client-Id`.
-pub fn spoofed_headers(managed: &[String], headers: &HeaderSnapshot) -> Vec<String> {
-    headers
-        .names()
-        .into_iter()
-        .filter(|n| managed.iter().any(|m| same_spelling(n, m)))
-        .map(str::to_string)
-        .collect()
 }
 
 /// A claim as header text: strings as they are, arrays joined with `,`, other JSON as
@@ -114,27 +100,5 @@ mod tests {
             ]
         );
         assert_eq!(skipped, vec!["x-jwt-missing", "x-jwt-evil"]);
-    }
-
-    #[test]
-    fn every_spelling_of_a_managed_header_is_spoofed() {
-        let managed = vec!["x-client-id".to_string(), "x-jwt-guard-dry-run".to_string()];
-        let h = HeaderSnapshot::from_pairs(&[
-            ("x-client-id", "a"),
-            ("x_client_id", "b"),
-            ("x_client-id", "c"),
-            ("x-client-ids", "d"),
-            ("x-jwt-guard_dry_run", "e"),
-            ("authorization", "f"),
-        ]);
-        assert_eq!(
-            spoofed_headers(&managed, &h),
-            vec![
-                "x-client-id",
-                "x_client_id",
-                "x_client-id",
-                "x-jwt-guard_dry_run"
-            ]
-        );
     }
 }

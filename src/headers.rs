@@ -70,6 +70,17 @@ impl HeaderSnapshot {
         self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
     }
 
+    /// The names present, each once, that an upstream could read as one of `wanted` (lower
+    /// case): the same name in any case, or with `_` for `-` (CGI, WSGI and Rack map both to
+    /// `HTTP_X_NAME`).
+    pub fn names_spelled_as(&self, wanted: &[String]) -> Vec<String> {
+        self.names()
+            .into_iter()
+            .filter(|n| wanted.iter().any(|w| same_spelling(n, w)))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The names of the headers present, each once, in order.
     pub fn names(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
@@ -113,7 +124,7 @@ impl HeaderSnapshot {
 
 /// Whether header name `a` reads as `b` to an upstream that takes `_` for `-` and
 /// ignores case.
-pub fn same_spelling(a: &str, b: &str) -> bool {
+fn same_spelling(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes().zip(b.bytes()).all(|(x, y)| {
             let norm = |c: u8| {
@@ -161,6 +172,28 @@ pub fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_of_a_wanted_name_is_found() {
+        let managed = vec!["x-client-id".to_string(), "x-jwt-guard-dry-run".to_string()];
+        let h = HeaderSnapshot::from_pairs(&[
+            ("x-client-id", "a"),
+            ("x_client_id", "b"),
+            ("x_client-id", "c"),
+            ("x-client-ids", "d"),
+            ("x-jwt-guard_dry_run", "e"),
+            ("authorization", "f"),
+        ]);
+        assert_eq!(
+            h.names_spelled_as(&managed),
+            vec![
+                "x-client-id",
+                "x_client_id",
+                "x_client-id",
+                "x-jwt-guard_dry_run"
+            ]
+        );
+    }
 
     const REQUEST: &[(&str, &str)] = &[
         (":method", "GET"),

@@ -20,6 +20,7 @@ mod readings;
 
 use std::borrow::Cow;
 
+use crate::extract::{form_decode, name_key};
 use crate::headers::HeaderSnapshot;
 
 pub use self::matcher::{HostMatch, HostName, Matcher, PathMatch, Segment};
@@ -146,9 +147,10 @@ impl Overrides {
         }
         if !method.eq_ignore_ascii_case("GET") {
             let query = path.split_once('?').map_or("", |(_, q)| q);
-            for pair in query.split('&') {
-                if let Some(("_method", m)) = pair.split_once('=') {
-                    o.methods.push(m.to_string());
+            // Names compared as frameworks decode them (`%5Fmethod`, `_method[]`).
+            for (name, m) in query.split('&').filter_map(|p| p.split_once('=')) {
+                if name_key(name) == "_method" {
+                    o.methods.push(form_decode(m));
                 }
             }
         }
@@ -353,6 +355,8 @@ mod tests {
             (vec![("x-http-method-override", "DELETE")], "/x"),
             (vec![("x-method-override", "delete")], "/x"),
             (vec![], "/x?_method=DELETE"),
+            (vec![], "/x?%5Fmethod=DEL%45TE"),
+            (vec![], "/x?_method[]=DELETE"),
         ] {
             let picks = sel(
                 post.iter(),

@@ -7,7 +7,7 @@ use crate::config::{Config, DRY_RUN_HEADER};
 use crate::deny::{render, Denial, DenyCode};
 use crate::extract::{cookie_header_without, path_without_param, TokenSource};
 use crate::flow::{Identity, Outcome};
-use crate::forward::{identity_headers, spoofed_headers};
+use crate::forward::identity_headers;
 use crate::headers::HeaderSnapshot;
 use crate::host::Host;
 
@@ -56,7 +56,7 @@ pub fn strip_managed_headers(
     headers: &mut HeaderSnapshot,
 ) -> bool {
     let mut ok = true;
-    for name in spoofed_headers(&config.managed_headers, headers) {
+    for name in headers.names_spelled_as(&config.managed_headers) {
         ok &= set_header(host, headers, &name, None);
     }
     ok
@@ -190,12 +190,7 @@ fn strip_token_if_asked(
     match &id.source {
         TokenSource::Header { name, .. } => {
             // Every spelling the token was found under.
-            let spellings: Vec<String> = headers
-                .names()
-                .into_iter()
-                .filter(|n| crate::headers::same_spelling(n, name))
-                .map(str::to_string)
-                .collect();
+            let spellings = headers.names_spelled_as(std::slice::from_ref(name));
             // Every spelling is tried, whatever failed before.
             let mut ok = true;
             for n in &spellings {

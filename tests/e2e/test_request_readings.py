@@ -56,39 +56,33 @@ def served(r, handler):
         return False
 
 
-def _upstream(cls):
-    u = cls()
+def _serve(make):
+    """A started upstream for the module's tests, stopped after them."""
+    u = make()
     u.start()
-    return u
+    yield u
+    u.stop()
 
 
 @pytest.fixture(scope="module")
 def tomcat():
-    u = _upstream(harness.ServletUpstream)
-    yield u
-    u.stop()
+    yield from _serve(harness.ServletUpstream)
 
 
 @pytest.fixture(scope="module")
 def express():
-    u = _upstream(harness.ExpressUpstream)
-    yield u
-    u.stop()
+    yield from _serve(harness.ExpressUpstream)
 
 
 @pytest.fixture(scope="module")
 def flask():
-    u = _upstream(harness.FlaskUpstream)
-    yield u
-    u.stop()
+    yield from _serve(harness.FlaskUpstream)
 
 
 @pytest.fixture(scope="module")
 def flask_wsgiref():
     """The one upstream that reads a header `x_client_id` as X-Client-Id (CGI-style)."""
-    u = _upstream(lambda: harness.FlaskUpstream(wsgi="wsgiref"))
-    yield u
-    u.stop()
+    yield from _serve(lambda: harness.FlaskUpstream(wsgi="wsgiref"))
 
 
 # ---- 1. path parameters and dot segments (Tomcat strips `;...` from every segment) -------
@@ -183,7 +177,7 @@ def test_override_headers_keep_the_rule_of_what_they_name(envoy_factory, es, hcm
         assert (r.status, r.code) == (401, "AUTH_100"), (name, r)
     # Express's method-override, Rails' and Laravel's _method.
     for headers, path in [({"x-http-method-override": "DELETE"}, "/public"),
-                          ({}, "/public?_method=DELETE")]:
+                          ({}, "/public?_method=DELETE"), ({}, "/public?%5Fmethod=DELETE")]:
         r = e.get(path, token(es), headers=headers, method="POST")
         assert (r.status, r.code) == (403, "AUTH_102"), (headers, path, r)
     assert e.get("/health").status == 200
