@@ -30,8 +30,8 @@ use jwt_guard::jwks::KeySet;
 use jwt_guard::routing::select_rules;
 use jwt_guard::verify;
 
-fn matchers(cfg: &Config) -> impl Iterator<Item = &jwt_guard::routing::Matcher> + Clone {
-    cfg.rules.iter().map(|r| &r.matcher)
+fn matchers(cfg: &Config) -> impl Iterator<Item = (usize, &jwt_guard::routing::Matcher)> + Clone {
+    cfg.rules.iter().map(|r| &r.matcher).enumerate()
 }
 
 fn benches(c: &mut Criterion) {
@@ -60,12 +60,14 @@ fn benches(c: &mut Criterion) {
     assert_eq!(
         select_rules(
             matchers(&f.cfg),
+            std::iter::empty(),
             f.cfg.matcher_traits,
             "GET",
             HOST,
             LAST_PATH,
             &none
         )
+        .routes
         .to_vec(),
         vec![Some(RULES - 1)]
     );
@@ -100,6 +102,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             select_rules(
                 matchers(black_box(&f.cfg)),
+                std::iter::empty(),
                 f.cfg.matcher_traits,
                 "GET",
                 HOST,
@@ -112,6 +115,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             select_rules(
                 matchers(black_box(&f.cfg)),
+                std::iter::empty(),
                 f.cfg.matcher_traits,
                 "GET",
                 HOST,

@@ -27,7 +27,8 @@ impl RequestLine {
 
 /// The audit record of `outcome`, or `None` when the config does not log it (allowed
 /// requests only with `audit_log.allowed`, denials unless `audit_log.denied` is false;
-/// dry-run denials always, since reporting them is what dry run is for). `source` gives
+/// dry-run denials and tokens `allow_failed` ignored always, since reporting them is what
+/// those modes are for). `source` gives
 /// the client address as the host reports it, asked for only when a line is logged.
 pub fn record(
     cfg: &Config,
@@ -36,10 +37,12 @@ pub fn record(
     source: impl FnOnce() -> Option<String>,
 ) -> Option<Value> {
     let (decision, rule, code, identity) = match outcome {
-        Outcome::Allow(a) => match &a.dry_run_denial {
-            Some(d) => ("dry_run_deny", a.rule, Some(d.code), a.identity.as_ref()),
-            None if cfg.audit_allowed => ("allow", a.rule, None, a.identity.as_ref()),
-            None => return None,
+        Outcome::Allow(a) => match (&a.dry_run_denial, a.ignored_failure) {
+            (Some(d), _) => ("dry_run_deny", a.rule, Some(d.code), a.identity.as_ref()),
+            // `allow_failed` is for migrations: what it lets through is always reported.
+            (None, Some(code)) => ("allow_failed_token", a.rule, Some(code), None),
+            (None, None) if cfg.audit_allowed => ("allow", a.rule, None, a.identity.as_ref()),
+            (None, None) => return None,
         },
         Outcome::Deny(_) if !cfg.audit_denied => return None,
         Outcome::Deny(d) => ("deny", d.rule, Some(d.denial.code), d.identity.as_ref()),
@@ -59,7 +62,7 @@ pub fn record(
     Some(json!({
         "decision": decision,
         "code": code.map(|c| c.code()),
-        "status": code.map_or(200, |c| if decision == "dry_run_deny" { 200 } else { c.status() }),
+        "status": code.map_or(200, |c| if decision == "deny" { c.status() } else { 200 }),
         "rule": rule_name,
         "provider": identity.and_then(|id| cfg.providers.get(id.provider)).map(|p| p.name.as_str()),
         "sub": claim(identity, &["sub"]),
@@ -119,6 +122,7 @@ mod tests {
             rule: Some(0),
             identity: None,
             dry_run_denial: dry_run.map(Denial::new),
+            ignored_failure: None,
         })
     }
 

@@ -116,6 +116,7 @@ mod tests {
             claims: Map::new(),
             expires_at: exp,
             not_before: None,
+            issued_at: None,
             kid: None,
             alg: Alg::Es256,
         })

@@ -60,6 +60,8 @@ pub struct Config {
     pub client_address: ClientAddressFrom,
     /// What the rules' matchers read as a whole (whether hosts and case matter).
     pub matcher_traits: MatcherTraits,
+    /// Some rule is a deny rule (else requests skip looking for one).
+    pub has_deny_rules: bool,
 }
 
 /// A claim forwarded upstream as a header.
@@ -199,6 +201,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         uses_source_address,
         client_address,
         matcher_traits: MatcherTraits::of(rules.iter().map(|r| &r.matcher)),
+        has_deny_rules: rules.iter().any(Rule::is_deny_rule),
         rules,
     })
 }
@@ -292,6 +295,10 @@ fn compile_provider(rp: RawProvider, at: &str) -> Result<Provider, ConfigError> 
     if clock_skew_s > MAX_SKEW_S.unsigned_abs() {
         return Err(err(format!("{at}.clock_skew_s"), "must be at most 3600"));
     }
+    let max_lifetime_s = match rp.max_lifetime_s {
+        Some(0) => return Err(err(format!("{at}.max_lifetime_s"), "must be at least 1")),
+        other => other,
+    };
     let token_sources = compile_sources(rp.from_headers, rp.from_params, rp.from_cookies, at)?;
     let role_claims = match rp.role_claims {
         None => default_role_claims(),
@@ -321,6 +328,7 @@ fn compile_provider(rp: RawProvider, at: &str) -> Result<Provider, ConfigError> 
             algorithms,
             clock_skew_s,
             token_types,
+            max_lifetime_s,
         },
         audiences,
         keys,
@@ -856,6 +864,68 @@ mod tests {
             let mut v = base();
             v["rules"][1]["require"] = require;
             assert_eq!(load(v).unwrap_err().path, path);
+        }
+    }
+
+    #[test]
+    fn deny_rules_not_headers_and_lifetimes_name_bad_fields() {
+        let mut v = base();
+        v["rules"][0] = serde_json::json!({"match": {"path_prefix": "/admin",
+            "headers": [{"name": "X-Env", "exact": "prod"}], "not": {"methods": ["GET"]}},
+            "deny": {"not": {"principals": {"sub": ["ops-*"]}}}});
+        let c = load(v).unwrap();
+        assert!(c.has_deny_rules && c.rules[0].is_deny_rule());
+        assert_eq!(c.rules[0].matcher.headers[0].name, "x-env");
+        assert!(!load(base()).unwrap().has_deny_rules);
+        let bad_rules = [
+            (serde_json::json!({"deny": "sometimes"}), "rules[0].deny"),
+            (serde_json::json!({"deny": {}}), "rules[0].deny"),
+            (
+                serde_json::json!({"deny": {"not": {}}}),
+                "rules[0].deny.not",
+            ),
+            (
+                serde_json::json!({"deny": {"allow_missing": true, "scopes": ["a"]}}),
+                "rules[0].deny.allow_missing",
+            ),
+            (
+                serde_json::json!({"deny": "always", "allow": "anonymous"}),
+                "rules[0]",
+            ),
+            (
+                serde_json::json!({"require": {"allow_failed": true, "allow_missing": false}}),
+                "rules[0].require.allow_missing",
+            ),
+            (
+                serde_json::json!({"require": {"any": [{"allow_failed": true}]}}),
+                "rules[0].require.any[0].allow_failed",
+            ),
+            (
+                serde_json::json!({"match": {"headers": [{"name": "x", "exact": "a", "prefix": "b"}]}, "allow": "anonymous"}),
+                "rules[0].match.headers[0]",
+            ),
+            (
+                serde_json::json!({"match": {"headers": [{"name": ":path", "present": true}]}, "allow": "anonymous"}),
+                "rules[0].match.headers[0].name",
+            ),
+            (
+                serde_json::json!({"match": {"not": {"host": "a.*.com"}}, "allow": "anonymous"}),
+                "rules[0].match.not.host",
+            ),
+        ];
+        for (rule, path) in bad_rules {
+            let mut v = base();
+            v["rules"][0] = rule;
+            assert_eq!(load(v).unwrap_err().path, path);
+        }
+        let mut v = base();
+        v["providers"][0]["max_lifetime_s"] = 0.into();
+        assert_eq!(load(v).unwrap_err().path, "providers[0].max_lifetime_s");
+        let mut v = base();
+        v["rules"][1]["require"] = serde_json::json!({"allow_failed": true});
+        match &load(v).unwrap().rules[1].action {
+            Action::Require(r) => assert!(r.allow_failed && r.allow_missing),
+            _ => panic!("expected require"),
         }
     }
 

@@ -27,10 +27,12 @@ pub enum DenyCode {
     KeysStale,
     TypeNotAccepted,
     NotPrepared,
+    LifetimeTooLong,
+    DenyRule,
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 19] = [
+    pub const ALL: [DenyCode; 21] = [
         DenyCode::TokenMissing,
         DenyCode::TokenAmbiguous,
         DenyCode::InsufficientScope,
@@ -50,6 +52,8 @@ impl DenyCode {
         DenyCode::KeysStale,
         DenyCode::TypeNotAccepted,
         DenyCode::NotPrepared,
+        DenyCode::LifetimeTooLong,
+        DenyCode::DenyRule,
     ];
 
     pub fn code(self) -> &'static str {
@@ -68,8 +72,10 @@ impl DenyCode {
             DenyCode::ClaimInvalid => "AUTH_116",
             DenyCode::TokenAmbiguous => "AUTH_117",
             DenyCode::TypeNotAccepted => "AUTH_118",
+            DenyCode::LifetimeTooLong => "AUTH_119",
             DenyCode::RouteDenied => "AUTH_120",
             DenyCode::AccessDenied => "AUTH_121",
+            DenyCode::DenyRule => "AUTH_122",
             DenyCode::KeysUnavailable => "AUTH_130",
             DenyCode::KeysStale => "AUTH_131",
             DenyCode::NotPrepared => "AUTH_140",
@@ -89,11 +95,13 @@ impl DenyCode {
             | DenyCode::AlgorithmNotAllowed
             | DenyCode::KeyNotFound
             | DenyCode::ClaimInvalid
-            | DenyCode::TypeNotAccepted => 401,
+            | DenyCode::TypeNotAccepted
+            | DenyCode::LifetimeTooLong => 401,
             DenyCode::InsufficientScope
             | DenyCode::IpNotAllowed
             | DenyCode::RouteDenied
-            | DenyCode::AccessDenied => 403,
+            | DenyCode::AccessDenied
+            | DenyCode::DenyRule => 403,
             DenyCode::KeysUnavailable | DenyCode::KeysStale | DenyCode::NotPrepared => 503,
         }
     }
@@ -104,9 +112,10 @@ impl DenyCode {
             DenyCode::TokenMissing => "unauthorized",
             DenyCode::TokenAmbiguous => "invalid_request",
             DenyCode::InsufficientScope => "insufficient_scope",
-            DenyCode::RouteDenied | DenyCode::AccessDenied | DenyCode::IpNotAllowed => {
-                "access_denied"
-            }
+            DenyCode::RouteDenied
+            | DenyCode::AccessDenied
+            | DenyCode::IpNotAllowed
+            | DenyCode::DenyRule => "access_denied",
             DenyCode::KeysUnavailable | DenyCode::KeysStale | DenyCode::NotPrepared => {
                 "temporarily_unavailable"
             }
@@ -137,6 +146,8 @@ impl DenyCode {
             DenyCode::KeysUnavailable => "the keys to verify tokens are not available",
             DenyCode::KeysStale => "the keys to verify tokens are too old to trust",
             DenyCode::NotPrepared => "the request could not be prepared for the upstream",
+            DenyCode::LifetimeTooLong => "the token's lifetime is longer than accepted",
+            DenyCode::DenyRule => "a deny rule refuses this request",
         }
     }
 }
@@ -156,6 +167,7 @@ impl From<&VerifyError> for DenyCode {
             VerifyError::IssuerMismatch => DenyCode::IssuerInvalid,
             VerifyError::AudienceMismatch => DenyCode::AudienceInvalid,
             VerifyError::TypeNotAccepted => DenyCode::TypeNotAccepted,
+            VerifyError::LifetimeTooLong => DenyCode::LifetimeTooLong,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::cache::VerifiedCache;
 use crate::config::{Config, MAX_SKEW_S};
 use crate::deny::{Denial, DenyCode};
-use crate::extract::{find_token, ExtractError, TokenSource};
+use crate::extract::{find_token, ExtractError, Found, TokenSource};
 use crate::headers::HeaderSnapshot;
 use crate::jwks::KeySet;
 use crate::policy::{source_allowed, Action, Requirement, Subject, Unmet};
@@ -71,6 +71,8 @@ pub struct Allowed {
     pub identity: Option<Identity>,
     /// In dry-run mode: the refusal that was not carried out.
     pub dry_run_denial: Option<Denial>,
+    /// On an `allow_failed` rule: why the token that was sent was taken as none.
+    pub ignored_failure: Option<DenyCode>,
 }
 
 #[derive(Debug)]
@@ -118,34 +120,68 @@ pub struct Runtime<'a> {
 
 /// Decides what to do with `req`. Every rule that some reading of the request selects
 /// (see [`crate::routing`]) must let it through: an upstream serves one of those readings,
-/// and the filter cannot know which, so the strictest decides.
+/// and the filter cannot know which, so the strictest decides. Then every deny rule that
+/// some reading matches is checked.
 pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcome {
-    let matchers = cfg.rules.iter().map(|r| &r.matcher);
-    let selected = select_rules(
-        matchers,
+    let rules = cfg.rules.iter().enumerate();
+    let routes = rules
+        .clone()
+        .filter(|(_, r)| !r.is_deny_rule())
+        .map(|(i, r)| (i, &r.matcher));
+    let (t, m, a, p, h) = (
         cfg.matcher_traits,
         req.method,
         req.authority,
         req.path,
         req.headers,
     );
+    let selected = if cfg.has_deny_rules {
+        let denies = rules
+            .filter(|(_, r)| r.is_deny_rule())
+            .map(|(i, r)| (i, &r.matcher));
+        select_rules(routes, denies, t, m, a, p, h)
+    } else {
+        select_rules(routes, std::iter::empty(), t, m, a, p, h)
+    };
     let mut allowed: Option<Allowed> = None;
-    for rule in selected {
+    for rule in selected.routes {
         match evaluate_rule(cfg, rule, req, rt) {
             Outcome::Allow(a) => match &mut allowed {
                 None => allowed = Some(a),
                 Some(first) => {
                     first.identity = first.identity.take().or(a.identity);
                     first.dry_run_denial = first.dry_run_denial.take().or(a.dry_run_denial);
+                    first.ignored_failure = first.ignored_failure.or(a.ignored_failure);
                 }
             },
             refused_or_waiting => return refused_or_waiting,
         }
     }
-    match allowed {
-        Some(a) => Outcome::Allow(a),
-        None => evaluate_rule(cfg, None, req, rt),
+    let mut allowed = match allowed {
+        Some(a) => a,
+        None => match evaluate_rule(cfg, None, req, rt) {
+            Outcome::Allow(a) => a,
+            other => return other,
+        },
+    };
+    for rule in selected.denies {
+        match evaluate_deny_rule(cfg, rule, req, rt, allowed.identity.as_ref()) {
+            Ok(()) => {}
+            Err(Stop::Wait { provider }) => return Outcome::WaitForKeys { provider },
+            Err(Stop::Deny(denial, _)) => {
+                if cfg.rules.get(rule).is_some_and(|r| r.dry_run) {
+                    allowed.dry_run_denial = allowed.dry_run_denial.or(Some(denial));
+                } else {
+                    return Outcome::Deny(Denied {
+                        rule: Some(rule),
+                        denial,
+                        identity: allowed.identity,
+                    });
+                }
+            }
+        }
     }
+    Outcome::Allow(allowed)
 }
 
 /// The decision of one rule (`None`: the default).
@@ -159,22 +195,31 @@ fn evaluate_rule(
         Some(r) => (&r.action, r.dry_run),
         None => (&cfg.default_action, cfg.default_dry_run),
     };
+    let mut ignored_failure = None;
     let result = match action {
         Action::Anonymous => Ok(None),
-        Action::Deny => Err(Stop::deny(DenyCode::RouteDenied)),
-        Action::Require(requirement) => authenticate(cfg, requirement, req, rt),
+        // Deny rules are never a route's rule; refusing is the safe answer all the same.
+        Action::Deny | Action::DenyWhen(_) => Err(Stop::deny(DenyCode::RouteDenied)),
+        Action::Require(requirement) => {
+            authenticate(cfg, requirement, req, rt).map(|(identity, failure)| {
+                ignored_failure = failure;
+                identity
+            })
+        }
     };
     match result {
         Ok(identity) => Outcome::Allow(Allowed {
             rule,
             identity,
             dry_run_denial: None,
+            ignored_failure,
         }),
         Err(Stop::Wait { provider }) => Outcome::WaitForKeys { provider },
         Err(Stop::Deny(denial, identity)) if dry_run => Outcome::Allow(Allowed {
             rule,
             identity: identity.map(|b| *b),
             dry_run_denial: Some(denial),
+            ignored_failure,
         }),
         Err(Stop::Deny(denial, identity)) => Outcome::Deny(Denied {
             rule,
@@ -184,53 +229,31 @@ fn evaluate_rule(
     }
 }
 
+/// A rule's requirement: the identity it verified (none on `allow_missing`), and, on
+/// `allow_failed`, why a token that was sent did not count.
 fn authenticate(
     cfg: &Config,
     requirement: &Requirement,
     req: &Request<'_>,
     rt: &mut Runtime<'_>,
-) -> Result<Option<Identity>, Stop> {
+) -> Result<(Option<Identity>, Option<DenyCode>), Stop> {
     let candidates = &requirement.providers;
-    let sources = candidates
-        .iter()
-        .filter_map(|&i| cfg.providers.get(i))
-        .flat_map(|p| &p.token_sources);
-    let found = find_token(sources, req.headers, req.path).map_err(|e| {
-        Stop::deny(match e {
-            ExtractError::Ambiguous => DenyCode::TokenAmbiguous,
-            ExtractError::Malformed => DenyCode::TokenMalformed,
-        })
-    })?;
-    let Some(found) = found else {
+    let Some(found) = find(cfg, candidates, req)? else {
         return if requirement.allow_missing {
-            Ok(None)
+            Ok((None, None))
         } else {
             Err(Stop::deny(DenyCode::TokenMissing))
         };
     };
-    let (index, token) = match cached(rt, &found.token, candidates)? {
-        Some(hit) => hit,
-        None => verify_fresh(cfg, candidates, &found.token, rt)?,
-    };
-    let provider = cfg
-        .providers
-        .get(index)
-        .ok_or_else(|| Stop::deny(DenyCode::IssuerInvalid))?;
-    let audiences = requirement
-        .audiences
-        .as_deref()
-        .unwrap_or(&provider.audiences);
-    verify::check_claims(&token, &provider.accepts, audiences, rt.now)
-        .map_err(|e| Stop::deny((&e).into()))?;
-    let identity = Identity {
-        provider: index,
-        payload: provider
-            .payload_header
-            .as_ref()
-            .and_then(|_| found.token.split('.').nth(1))
-            .map(str::to_string),
-        token,
-        source: found.source,
+    let identity =
+        match verified_identity(cfg, candidates, requirement.audiences.as_deref(), found, rt) {
+            Ok(identity) => identity,
+            // jwt_authn's allow_missing_or_failed: a token that fails is as good as none.
+            Err(Stop::Deny(d, _)) if requirement.allow_failed => return Ok((None, Some(d.code))),
+            Err(stop) => return Err(stop),
+        };
+    let Some(provider) = cfg.providers.get(identity.provider) else {
+        return Err(Stop::deny(DenyCode::IssuerInvalid));
     };
     let claims = &identity.token.claims;
     let ip_ok = source_allowed(&provider.ip_bindings, claims, req.source)
@@ -242,12 +265,12 @@ fn authenticate(
         ));
     }
     let subject = Subject {
-        provider: index,
+        provider: identity.provider,
         claims,
         role_claims: &provider.role_claims,
     };
     match requirement.check.eval(&subject) {
-        Ok(()) => Ok(Some(identity)),
+        Ok(()) => Ok((Some(identity), None)),
         Err(Unmet::Scope(scopes)) => Err(Stop::Deny(
             Denial {
                 code: DenyCode::InsufficientScope,
@@ -260,6 +283,103 @@ fn authenticate(
             Some(Box::new(identity)),
         )),
     }
+}
+
+/// Whether deny rule `rule` lets the request through. Its condition reads the token the
+/// route's rule verified when that came from one of its providers, else the request's own
+/// token, verified here. A token that fails verification counts as none (its claims say
+/// nothing), but a token that cannot be checked because keys are missing refuses: a deny
+/// rule must not lapse when the IdP is down.
+fn evaluate_deny_rule(
+    cfg: &Config,
+    rule: usize,
+    req: &Request<'_>,
+    rt: &mut Runtime<'_>,
+    known: Option<&Identity>,
+) -> Result<(), Stop> {
+    let Some(Action::DenyWhen(cond)) = cfg.rules.get(rule).map(|r| &r.action) else {
+        return Ok(());
+    };
+    let Some(check) = &cond.check else {
+        return Err(Stop::deny(DenyCode::DenyRule));
+    };
+    let own;
+    let identity = match known.filter(|i| cond.providers.contains(&i.provider)) {
+        Some(i) => Some(i),
+        None => match find(cfg, &cond.providers, req)? {
+            None => None,
+            Some(found) => match verified_identity(cfg, &cond.providers, None, found, rt) {
+                Ok(i) => {
+                    own = i;
+                    Some(&own)
+                }
+                Err(Stop::Deny(d, _))
+                    if !matches!(d.code, DenyCode::KeysUnavailable | DenyCode::KeysStale) =>
+                {
+                    None
+                }
+                Err(stop) => return Err(stop),
+            },
+        },
+    };
+    let subject = identity.and_then(|i| {
+        cfg.providers.get(i.provider).map(|p| Subject {
+            provider: i.provider,
+            claims: &i.token.claims,
+            role_claims: &p.role_claims,
+        })
+    });
+    if check.holds(subject.as_ref()) {
+        Err(Stop::deny(DenyCode::DenyRule))
+    } else {
+        Ok(())
+    }
+}
+
+/// The one token the request carries for `candidates`, if any.
+fn find(cfg: &Config, candidates: &[usize], req: &Request<'_>) -> Result<Option<Found>, Stop> {
+    let sources = candidates
+        .iter()
+        .filter_map(|&i| cfg.providers.get(i))
+        .flat_map(|p| &p.token_sources);
+    find_token(sources, req.headers, req.path).map_err(|e| {
+        Stop::deny(match e {
+            ExtractError::Ambiguous => DenyCode::TokenAmbiguous,
+            ExtractError::Malformed => DenyCode::TokenMalformed,
+        })
+    })
+}
+
+/// `found`, verified by one of `candidates` (signature, then claims, with `audiences` in
+/// place of the provider's when given).
+fn verified_identity(
+    cfg: &Config,
+    candidates: &[usize],
+    audiences: Option<&[String]>,
+    found: Found,
+    rt: &mut Runtime<'_>,
+) -> Result<Identity, Stop> {
+    let (index, token) = match cached(rt, &found.token, candidates)? {
+        Some(hit) => hit,
+        None => verify_fresh(cfg, candidates, &found.token, rt)?,
+    };
+    let provider = cfg
+        .providers
+        .get(index)
+        .ok_or_else(|| Stop::deny(DenyCode::IssuerInvalid))?;
+    let audiences = audiences.unwrap_or(&provider.audiences);
+    verify::check_claims(&token, &provider.accepts, audiences, rt.now)
+        .map_err(|e| Stop::deny((&e).into()))?;
+    Ok(Identity {
+        provider: index,
+        payload: provider
+            .payload_header
+            .as_ref()
+            .and_then(|_| found.token.split('.').nth(1))
+            .map(str::to_string),
+        token,
+        source: found.source,
+    })
 }
 
 /// A cached signature for this exact token, still vouched for by its provider's current
@@ -936,5 +1056,211 @@ mod tests {
             code(&req.run_with(&cfg, &mut cache, Arc::new(without_ec1), NOW)),
             Some("AUTH_115")
         );
+    }
+
+    /// The corp provider's token for `sub`, with the default claims.
+    fn token_of(sub: &str) -> Value {
+        let mut c = claims(NOW);
+        c["sub"] = sub.into();
+        c
+    }
+
+    fn deny_rules() -> Value {
+        json!([
+            {"name": "no-legacy", "match": {"path_prefix": "/"},
+             "deny": {"principals": {"sub": ["legacy-*"]}}},
+            {"match": {"path_prefix": "/public"}, "allow": "anonymous"},
+            {"match": {"path_prefix": "/workflows"}, "require": {"scopes": ["workflow:read"]}},
+            {"name": "admin-needs-admin", "match": {"path_prefix": "/admin"},
+             "deny": {"not": {"scopes": ["admin"]}}}
+        ])
+    }
+
+    #[test]
+    fn a_deny_rule_refuses_matching_tokens_wherever_it_stands() {
+        let cfg = config(deny_rules());
+        // First in the list, yet later route rules still decide the rest.
+        let legacy = call("/workflows/1")
+            .token(&token_of("legacy-batch"))
+            .run(&cfg);
+        match &legacy {
+            Outcome::Deny(d) => {
+                assert_eq!(d.denial.code, DenyCode::DenyRule);
+                assert_eq!(d.rule, Some(0));
+                assert!(d.identity.is_some(), "kept for the audit line");
+            }
+            o => panic!("{o:?}"),
+        }
+        assert_eq!(legacy_status(&legacy), 403);
+        assert!(
+            allowed_provider(&call("/workflows/1").token(&token_of("svc-a")).run(&cfg)).is_some()
+        );
+        // A public route verifies a token only for the deny rule.
+        assert_eq!(
+            code(&call("/public/x").token(&token_of("legacy-x")).run(&cfg)),
+            Some("AUTH_122")
+        );
+        assert!(matches!(call("/public/x").run(&cfg), Outcome::Allow(_)));
+        // A token that fails verification says nothing: it is taken as none.
+        let mut expired = token_of("legacy-x");
+        expired["exp"] = (NOW - 3600).into();
+        assert!(matches!(
+            call("/public/x").token(&expired).run(&cfg),
+            Outcome::Allow(_)
+        ));
+    }
+
+    fn legacy_status(o: &Outcome) -> u32 {
+        match o {
+            Outcome::Deny(d) => d.denial.code.status(),
+            _ => 200,
+        }
+    }
+
+    #[test]
+    fn a_deny_rule_placed_after_a_catch_all_still_applies() {
+        let cfg = config(json!([
+            {"match": {"path_prefix": "/"}, "allow": "anonymous"},
+            {"match": {"path_prefix": "/admin"}, "deny": "always"}
+        ]));
+        assert_eq!(code(&call("/admin/x").run(&cfg)), Some("AUTH_122"));
+        // Every reading is checked: a decoded or dot-segment path reaches it too.
+        assert_eq!(
+            code(&call("/public/..%2Fadmin").run(&cfg)),
+            Some("AUTH_122")
+        );
+        assert_eq!(code(&call("/ADMIN").run(&cfg)), Some("AUTH_122"));
+        assert!(matches!(
+            call("/administrator").run(&cfg),
+            Outcome::Allow(_)
+        ));
+    }
+
+    #[test]
+    fn not_in_a_deny_condition_holds_without_a_token() {
+        let cfg = config(json!([
+            {"match": {"path_prefix": "/"}, "allow": "anonymous"},
+            {"match": {"path_prefix": "/admin"}, "deny": {"not": {"scopes": ["admin"]}}}
+        ]));
+        assert_eq!(code(&call("/admin").run(&cfg)), Some("AUTH_122"));
+        assert_eq!(
+            code(&call("/admin").token(&claims(NOW)).run(&cfg)),
+            Some("AUTH_122")
+        );
+        let mut admin = claims(NOW);
+        admin["scope"] = "admin".into();
+        assert!(matches!(
+            call("/admin").token(&admin).run(&cfg),
+            Outcome::Allow(_)
+        ));
+    }
+
+    #[test]
+    fn a_deny_rule_fails_closed_when_keys_are_missing() {
+        let cfg = config(deny_rules());
+        let with = |keys| {
+            Call {
+                keys,
+                ..call("/public/x")
+            }
+            .token(&token_of("svc-a"))
+            .run(&cfg)
+        };
+        assert_eq!(code(&with("down")), Some("AUTH_130"));
+        assert!(matches!(
+            with("pending"),
+            Outcome::WaitForKeys { provider: 0 }
+        ));
+        // No token: nothing to check, nothing to wait for.
+        let no_token = Call {
+            keys: "down",
+            ..call("/public/x")
+        };
+        assert!(matches!(no_token.run(&cfg), Outcome::Allow(_)));
+    }
+
+    #[test]
+    fn a_dry_run_deny_rule_only_reports() {
+        let mut rules = deny_rules();
+        rules[0]["mode"] = "dry_run".into();
+        let cfg = config(rules);
+        match call("/workflows/1").token(&token_of("legacy-x")).run(&cfg) {
+            Outcome::Allow(a) => {
+                assert_eq!(a.dry_run_denial.map(|d| d.code), Some(DenyCode::DenyRule));
+                assert!(a.identity.is_some());
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn not_in_a_requirement_inverts_its_condition() {
+        let cfg = config(json!([
+            {"match": {"path_prefix": "/"},
+             "require": {"scopes": ["workflow:read"], "not": {"principals": {"sub": ["blocked"]}}}}
+        ]));
+        assert!(allowed_provider(&call("/x").token(&token_of("svc-a")).run(&cfg)).is_some());
+        assert_eq!(
+            code(&call("/x").token(&token_of("blocked")).run(&cfg)),
+            Some("AUTH_121")
+        );
+    }
+
+    #[test]
+    fn allow_failed_takes_a_failing_token_as_none() {
+        let cfg = config(json!([
+            {"match": {"path_prefix": "/"},
+             "require": {"scopes": ["workflow:read"], "allow_failed": true}}
+        ]));
+        let mut expired = claims(NOW);
+        expired["exp"] = (NOW - 3600).into();
+        match call("/x").token(&expired).run(&cfg) {
+            Outcome::Allow(a) => {
+                assert!(a.identity.is_none());
+                assert_eq!(a.ignored_failure, Some(DenyCode::TokenExpired));
+            }
+            o => panic!("{o:?}"),
+        }
+        let mut unscoped = claims(NOW);
+        unscoped["scope"] = "other".into();
+        assert_eq!(
+            code(&call("/x").token(&unscoped).run(&cfg)),
+            Some("AUTH_102"),
+            "a valid token is still held to the rule"
+        );
+        assert!(
+            matches!(call("/x").run(&cfg), Outcome::Allow(_)),
+            "no token"
+        );
+        assert!(allowed_provider(&call("/x").token(&claims(NOW)).run(&cfg)).is_some());
+        let down = Call {
+            keys: "down",
+            ..call("/x")
+        }
+        .token(&claims(NOW));
+        assert!(
+            matches!(
+                down.run(&cfg),
+                Outcome::Allow(Allowed { identity: None, .. })
+            ),
+            "keys down: a token that cannot be checked does not count"
+        );
+    }
+
+    #[test]
+    fn max_lifetime_bounds_exp_minus_iat() {
+        let v = json!({
+            "providers": [{"name": "corp", "issuer": ISS, "audiences": [AUD],
+                           "local_jwks": {"inline": jwks_json()}, "max_lifetime_s": 600}],
+            "rules": [{"match": {"path_prefix": "/"}, "require": {}}]
+        });
+        let cfg = Config::from_json(v.to_string().as_bytes()).unwrap();
+        assert!(allowed_provider(&call("/x").token(&claims(NOW)).run(&cfg)).is_some());
+        let mut long = claims(NOW);
+        long["exp"] = (NOW + 601).into();
+        assert_eq!(code(&call("/x").token(&long).run(&cfg)), Some("AUTH_119"));
+        let mut no_iat = claims(NOW);
+        no_iat.as_object_mut().unwrap().remove("iat");
+        assert_eq!(code(&call("/x").token(&no_iat).run(&cfg)), Some("AUTH_116"));
     }
 }

@@ -62,6 +62,7 @@ mod tests {
                 claims: claims.as_object().unwrap().clone(),
                 expires_at: NOW + 60,
                 not_before: None,
+                issued_at: None,
                 kid: None,
                 alg: Alg::Es256,
             }),

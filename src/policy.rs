@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::routing::Matcher;
 use crate::schema::{
-    err, is_quotable, is_token_name, ConfigError, RawIpBinding, RawMode, RawNameSpec, RawNames,
-    RawRequire, RawRule, SyntaxError,
+    err, is_quotable, is_token_name, ConfigError, RawDeny, RawIpBinding, RawMode, RawNameSpec,
+    RawNames, RawRequire, RawRule, SyntaxError,
 };
 
 #[derive(Debug)]
@@ -30,6 +30,24 @@ pub enum Action {
     Require(Requirement),
     /// Refused whatever the token (the `default: deny` when no rule matched).
     Deny,
+    /// A deny rule: every request it matches is refused when the condition holds, whatever
+    /// rule the request's route selects.
+    DenyWhen(DenyCondition),
+}
+
+/// A deny rule's condition, on the request's verified token (if any).
+#[derive(Debug)]
+pub struct DenyCondition {
+    /// Providers whose tokens the condition reads: those the tree names, or all of them.
+    pub providers: Vec<usize>,
+    /// `None`: always.
+    pub check: Option<Check>,
+}
+
+impl Rule {
+    pub fn is_deny_rule(&self) -> bool {
+        matches!(self.action, Action::DenyWhen(_))
+    }
 }
 
 /// What a rule asks of a token.
@@ -41,6 +59,8 @@ pub struct Requirement {
     pub audiences: Option<Vec<String>>,
     /// No token is fine; a token that is sent must be valid and meet `check`.
     pub allow_missing: bool,
+    /// A token that fails verification is taken as no token (implies `allow_missing`).
+    pub allow_failed: bool,
     pub ip_bindings: Vec<IpBinding>,
     pub check: Check,
 }
@@ -67,6 +87,8 @@ pub enum Check {
         path: ClaimPath,
         values: Vec<Value>,
     },
+    /// The inner check fails.
+    Not(Box<Check>),
 }
 
 /// Why a token did not meet a requirement.
@@ -86,6 +108,17 @@ pub struct Subject<'a> {
 }
 
 impl Check {
+    /// Whether a deny condition holds for `s`, the verified token, or for a request without
+    /// one (`None`): then every leaf is false, so `not` of a leaf is true.
+    pub fn holds(&self, s: Option<&Subject<'_>>) -> bool {
+        match self {
+            Check::All(list) => list.iter().all(|c| c.holds(s)),
+            Check::Any(list) => list.iter().any(|c| c.holds(s)),
+            Check::Not(inner) => !inner.holds(s),
+            leaf => s.is_some_and(|s| leaf.eval(s).is_ok()),
+        }
+    }
+
     pub fn eval(&self, s: &Subject<'_>) -> Result<(), Unmet> {
         match self {
             Check::All(list) => list.iter().try_for_each(|c| c.eval(s)),
@@ -131,6 +164,10 @@ impl Check {
                 ok.then_some(()).ok_or(Unmet::Denied)
             }
             Check::Principals(p) => p.matches(s.claims).then_some(()).ok_or(Unmet::Denied),
+            Check::Not(inner) => match inner.eval(s) {
+                Ok(()) => Err(Unmet::Denied),
+                Err(_) => Ok(()),
+            },
             Check::Claim { path, values } => {
                 let fits = |v: &Value| values.contains(v);
                 let ok = match path.lookup(s.claims) {
@@ -386,22 +423,29 @@ impl Rule {
         ignore_case: bool,
     ) -> Result<Rule, ConfigError> {
         let at = format!("rules[{index}]");
-        let matcher = Matcher::compile(rr.matcher, &at, ignore_case)?;
-        let action = match (rr.allow, rr.require) {
-            (Some(a), None) if a == "anonymous" => Action::Anonymous,
-            (Some(_), None) => {
+        let matcher = Matcher::compile(rr.matcher, &format!("{at}.match"), ignore_case)?;
+        let action = match (rr.allow, rr.require, rr.deny) {
+            (Some(a), None, None) if a == "anonymous" => Action::Anonymous,
+            (Some(_), None, None) => {
                 return Err(err(
                     format!("{at}.allow"),
                     "the only value is \"anonymous\"",
                 ))
             }
-            (None, Some(req)) => Action::Require(Requirement::compile(
+            (None, Some(req), None) => Action::Require(Requirement::compile(
                 req,
                 &format!("{at}.require"),
                 providers,
             )?),
-            (Some(_), Some(_)) => return Err(err(at, "give allow or require, not both")),
-            (None, None) => return Err(err(at, "one of allow or require is required")),
+            (None, None, Some(deny)) => Action::DenyWhen(DenyCondition::compile(
+                deny,
+                &format!("{at}.deny"),
+                providers,
+            )?),
+            (None, None, None) => {
+                return Err(err(at, "one of allow, require and deny is required"))
+            }
+            _ => return Err(err(at, "give one of allow, require and deny")),
         };
         let name = match rr.name {
             Some(n) if is_token_name(&n) => n,
@@ -426,6 +470,49 @@ impl Rule {
     }
 }
 
+impl DenyCondition {
+    fn compile(raw: RawDeny, at: &str, providers: &[&str]) -> Result<DenyCondition, ConfigError> {
+        let req = match raw {
+            RawDeny::Always(a) if a == "always" => {
+                return Ok(DenyCondition {
+                    providers: (0..providers.len()).collect(),
+                    check: None,
+                })
+            }
+            RawDeny::Always(_) => {
+                return Err(err(
+                    at,
+                    "\"always\", or a condition on the token like {\"principals\": ...}",
+                ))
+            }
+            RawDeny::When(req) => *req,
+        };
+        let mut named = Vec::new();
+        let check = Check::compile(req, at, providers, &mut named, false)?;
+        if check.is_empty() {
+            return Err(err(
+                at,
+                "name a condition (or \"always\"): an empty one would hold for every valid token",
+            ));
+        }
+        Ok(DenyCondition {
+            providers: all_if_none(named, providers.len()),
+            check: Some(check),
+        })
+    }
+}
+
+/// The providers a tree names, each once; all of them when it names none.
+fn all_if_none(mut named: Vec<usize>, count: usize) -> Vec<usize> {
+    named.sort_unstable();
+    named.dedup();
+    if named.is_empty() {
+        (0..count).collect()
+    } else {
+        named
+    }
+}
+
 impl Requirement {
     /// A rule's `require`: the tree, plus what only the rule level may say.
     fn compile(req: RawRequire, at: &str, providers: &[&str]) -> Result<Requirement, ConfigError> {
@@ -435,19 +522,24 @@ impl Requirement {
             }
             other => other.clone(),
         };
-        let allow_missing = req.allow_missing.unwrap_or(false);
+        let allow_failed = req.allow_failed.unwrap_or(false);
+        let allow_missing =
+            match req.allow_missing {
+                Some(false) if allow_failed => return Err(err(
+                    format!("{at}.allow_missing"),
+                    "allow_failed takes a failed token as a missing one, so it needs allow_missing",
+                )),
+                Some(m) => m,
+                None => allow_failed,
+            };
         let ip_bindings = IpBinding::compile_list(&req.ip_bindings, &format!("{at}.ip_bindings"))?;
         let mut named = Vec::new();
         let check = Check::compile(req, at, providers, &mut named, true)?;
-        named.sort_unstable();
-        named.dedup();
-        if named.is_empty() {
-            named = (0..providers.len()).collect();
-        }
         Ok(Requirement {
-            providers: named,
+            providers: all_if_none(named, providers.len()),
             audiences,
             allow_missing,
+            allow_failed,
             ip_bindings,
             check,
         })
@@ -467,6 +559,7 @@ impl Check {
             let rule_level = [
                 ("audiences", req.audiences.is_some()),
                 ("allow_missing", req.allow_missing.is_some()),
+                ("allow_failed", req.allow_failed.is_some()),
                 ("ip_bindings", !req.ip_bindings.is_empty()),
             ];
             if let Some((field, _)) = rule_level.iter().find(|(_, set)| *set) {
@@ -538,10 +631,27 @@ impl Check {
                 Check::Any(children)
             });
         }
+        if let Some(inner) = req.not {
+            let here = format!("{at}.not");
+            // Providers named under `not` are ones the token must NOT come from: they do
+            // not narrow which providers may verify it.
+            let inner = Check::compile(*inner, &here, providers, &mut Vec::new(), false)?;
+            if inner.is_empty() {
+                return Err(err(here, "must name a condition"));
+            }
+            checks.push(Check::Not(Box::new(inner)));
+        }
         Ok(match checks.len() {
             1 => checks.remove(0),
             _ => Check::All(checks),
         })
+    }
+}
+
+impl Check {
+    /// No condition at all (`{}`): holds for every valid token.
+    fn is_empty(&self) -> bool {
+        matches!(self, Check::All(list) if list.is_empty())
     }
 }
 

@@ -58,6 +58,7 @@ fn garbage_into_every_parser() {
             let h = crate::headers::HeaderSnapshot::from_pairs(&[("x-original-url", path)]);
             let _ = crate::routing::select_rules(
                 std::iter::empty(),
+                std::iter::empty(),
                 Default::default(),
                 path,
                 path,

@@ -160,6 +160,9 @@ pub(crate) struct RawProvider {
     pub(crate) payload_header: Option<String>,
     #[serde(default)]
     pub(crate) ip_bindings: Vec<RawIpBinding>,
+    /// The longest lifetime (`exp - iat`) a token may claim.
+    #[serde(default)]
+    pub(crate) max_lifetime_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -226,8 +229,19 @@ pub(crate) struct RawRule {
     pub(crate) allow: Option<String>,
     #[serde(default)]
     pub(crate) require: Option<RawRequire>,
+    /// A deny rule: refuses every request it matches whose token meets the condition.
+    #[serde(default)]
+    pub(crate) deny: Option<RawDeny>,
     #[serde(default)]
     pub(crate) mode: Option<RawMode>,
+}
+
+/// `"always"`, or a condition on the token (the language of `require`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawDeny {
+    Always(String),
+    When(Box<RawRequire>),
 }
 
 #[derive(Deserialize, Default)]
@@ -245,6 +259,23 @@ pub(crate) struct RawMatch {
     pub(crate) host: Option<String>,
     #[serde(default)]
     pub(crate) ignore_case: Option<bool>,
+    #[serde(default)]
+    pub(crate) headers: Vec<RawHeaderMatch>,
+    /// Matches only requests this does not match.
+    #[serde(default)]
+    pub(crate) not: Option<Box<RawMatch>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderMatch {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) exact: Option<String>,
+    #[serde(default)]
+    pub(crate) prefix: Option<String>,
+    #[serde(default)]
+    pub(crate) present: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -264,11 +295,15 @@ pub(crate) struct RawRequire {
     pub(crate) all: Option<Vec<RawRequire>>,
     #[serde(default)]
     pub(crate) any: Option<Vec<RawRequire>>,
+    #[serde(default)]
+    pub(crate) not: Option<Box<RawRequire>>,
     // Rule level only:
     #[serde(default)]
     pub(crate) audiences: Option<Vec<String>>,
     #[serde(default)]
     pub(crate) allow_missing: Option<bool>,
+    #[serde(default)]
+    pub(crate) allow_failed: Option<bool>,
     #[serde(default)]
     pub(crate) ip_bindings: Vec<RawIpBinding>,
 }

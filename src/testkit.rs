@@ -93,6 +93,7 @@ pub fn provider_with_algs(algs: &[Alg]) -> Provider {
             algorithms: algs.to_vec(),
             clock_skew_s: 60,
             token_types: Vec::new(),
+            max_lifetime_s: None,
         },
         audiences: vec![AUD.into()],
         keys: KeySource::Local(Arc::new(keys())),

@@ -23,6 +23,8 @@ pub struct Acceptance {
     pub clock_skew_s: u64,
     /// Accepted `typ` values, normalized by [`normalize_typ`] (empty: any).
     pub token_types: Vec<String>,
+    /// The longest `exp - iat` accepted (then `iat` is required).
+    pub max_lifetime_s: Option<u64>,
 }
 
 /// Why a token was refused. Each maps to one stable deny code (see `deny.rs`).
@@ -61,6 +63,9 @@ pub enum VerifyError {
     /// access token is wanted, say).
     #[error("the token type is not accepted")]
     TypeNotAccepted,
+    /// `exp - iat` is longer than the provider's `max_lifetime_s`.
+    #[error("the token's lifetime is longer than accepted")]
+    LifetimeTooLong,
 }
 
 /// Header fields jwt-compact leaves to us.
@@ -132,6 +137,7 @@ pub struct Verified {
     pub claims: Map<String, Value>,
     pub expires_at: i64,
     pub not_before: Option<i64>,
+    pub issued_at: Option<i64>,
     pub kid: Option<String>,
     pub alg: Alg,
 }
@@ -207,6 +213,7 @@ pub fn verify_signature(
         .timestamp();
     Ok(Verified {
         not_before: claims.not_before.map(|t| t.timestamp()),
+        issued_at: claims.issued_at.map(|t| t.timestamp()),
         claims: claims.custom,
         expires_at,
         kid: kid.map(str::to_string),
@@ -214,7 +221,7 @@ pub fn verify_signature(
     })
 }
 
-/// The cheap half, run on every request: `exp`/`nbf` with skew, `iss`, `aud`.
+/// The cheap half, run on every request: `exp`/`nbf` with skew, the lifetime, `iss`, `aud`.
 pub fn check_claims(
     v: &Verified,
     accepts: &Acceptance,
@@ -229,6 +236,15 @@ pub fn check_claims(
         .is_some_and(|nbf| now.saturating_add(skew) < nbf)
     {
         return Err(VerifyError::NotYetValid);
+    }
+    if let Some(max) = accepts.max_lifetime_s {
+        let iat = v
+            .issued_at
+            .ok_or(VerifyError::MissingClaim { claim: "iat" })?;
+        let lifetime = v.expires_at.saturating_sub(iat);
+        if lifetime > i64::try_from(max).unwrap_or(i64::MAX) {
+            return Err(VerifyError::LifetimeTooLong);
+        }
     }
     check_issuer(&v.claims, &accepts.issuer)?;
     check_audience(&v.claims, audiences)

@@ -2,7 +2,10 @@
 //! compared against one reading of a request (see [`super::readings`]).
 
 use super::readings::{eq_folded, fold, strip_prefix_folded, HostReading};
-use crate::schema::{check_path, err, is_token_name, ConfigError, RawMatch, SyntaxError};
+use crate::headers::HeaderSnapshot;
+use crate::schema::{
+    check_path, err, is_token_name, ConfigError, RawHeaderMatch, RawMatch, SyntaxError,
+};
 
 #[derive(Debug, Default)]
 pub struct Matcher {
@@ -12,6 +15,108 @@ pub struct Matcher {
     pub host: Option<HostMatch>,
     /// Compare the path ignoring case (for upstreams that route case-insensitively).
     pub ignore_case: bool,
+    /// Every one must hold.
+    pub headers: Vec<HeaderMatch>,
+    /// The request must not match this.
+    pub not: Option<Box<Matcher>>,
+}
+
+/// Whether a matcher matches one reading of a request. Headers can leave it open: a
+/// header sent twice, or under a second spelling, may be read either way upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    Yes,
+    No,
+    /// Some upstream reading matches and another does not.
+    Maybe,
+}
+
+impl Fit {
+    fn of(b: bool) -> Fit {
+        if b {
+            Fit::Yes
+        } else {
+            Fit::No
+        }
+    }
+
+    fn and(self, other: impl FnOnce() -> Fit) -> Fit {
+        match self {
+            Fit::No => Fit::No,
+            Fit::Yes => other(),
+            Fit::Maybe => match other() {
+                Fit::No => Fit::No,
+                _ => Fit::Maybe,
+            },
+        }
+    }
+
+    fn not(self) -> Fit {
+        match self {
+            Fit::Yes => Fit::No,
+            Fit::No => Fit::Yes,
+            Fit::Maybe => Fit::Maybe,
+        }
+    }
+}
+
+/// A condition on one request header, by lower-case name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub test: HeaderTest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderTest {
+    Exact(String),
+    Prefix(String),
+    /// `true`: present (any value); `false`: absent.
+    Present(bool),
+}
+
+impl HeaderMatch {
+    /// Every value an upstream may read for the header: each value sent under any spelling
+    /// of its name (`x_env` for `x-env`, as CGI and WSGI read it), all of them joined when
+    /// there are several, and none at all when only another spelling was sent. The test
+    /// must give one answer for every reading to be `Yes` or `No`.
+    fn fit(&self, headers: &HeaderSnapshot) -> Fit {
+        let mut values = headers.get_all_spellings(&self.name).peekable();
+        if values.peek().is_none() {
+            return Fit::of(self.test.holds(None));
+        }
+        let values: Vec<String> = values.collect();
+        let (mut some_hold, mut some_fail) = (false, false);
+        let mut note = |holds: bool| {
+            some_hold |= holds;
+            some_fail |= !holds;
+        };
+        for v in &values {
+            note(self.test.holds(Some(v)));
+        }
+        if values.len() > 1 {
+            note(self.test.holds(Some(&values.join(","))));
+        }
+        if !headers.contains(&self.name) {
+            note(self.test.holds(None));
+        }
+        match (some_hold, some_fail) {
+            (true, true) => Fit::Maybe,
+            (true, false) => Fit::Yes,
+            _ => Fit::No,
+        }
+    }
+}
+
+impl HeaderTest {
+    fn holds(&self, value: Option<&str>) -> bool {
+        match (self, value) {
+            (HeaderTest::Present(want), v) => *want == v.is_some(),
+            (_, None) => false,
+            (HeaderTest::Exact(x), Some(v)) => v == x,
+            (HeaderTest::Prefix(x), Some(v)) => v.starts_with(x.as_str()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -220,23 +325,48 @@ impl HostMatch {
 impl Matcher {
     /// `path` without its query; `fold`: this reading ignores case whatever the rule says.
     /// The path goes first: it is the test that rules out most rules.
-    pub fn matches(&self, method: &str, host: HostReading<'_>, path: &str, fold: bool) -> bool {
-        self.path.matches(path, fold || self.ignore_case)
-            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
-            && self.host.as_ref().is_none_or(|h| h.matches(host))
+    pub fn matches(
+        &self,
+        method: &str,
+        host: HostReading<'_>,
+        path: &str,
+        fold: bool,
+        headers: &HeaderSnapshot,
+    ) -> Fit {
+        let fit = Fit::of(
+            self.path.matches(path, fold || self.ignore_case)
+                && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+                && self.host.as_ref().is_none_or(|h| h.matches(host)),
+        );
+        let fit = self
+            .headers
+            .iter()
+            .fold(fit, |f, h| f.and(|| h.fit(headers)));
+        match &self.not {
+            None => fit,
+            Some(not) => fit.and(|| not.matches(method, host, path, fold, headers).not()),
+        }
     }
 
     /// Whether the rule's path text has letters a case-insensitive reading would fold.
     pub fn has_upper_case(&self) -> bool {
-        self.path
-            .literals()
-            .iter()
-            .any(|l| l.chars().any(|c| fold(c) != c))
+        let own = !self.ignore_case
+            && self
+                .path
+                .literals()
+                .iter()
+                .any(|l| l.chars().any(|c| fold(c) != c));
+        own || self.not.as_ref().is_some_and(|n| n.has_upper_case())
+    }
+
+    /// Whether the matcher, or its `not`, compares the host.
+    pub fn reads_host(&self) -> bool {
+        self.host.is_some() || self.not.as_ref().is_some_and(|n| n.reads_host())
     }
 }
 
 impl Matcher {
-    /// The matcher of the rule at `at` (`rules[3]`); `ignore_case`: the config's default.
+    /// The matcher at `at` (`rules[3].match`); `ignore_case`: the config's default.
     pub(crate) fn compile(
         m: RawMatch,
         at: &str,
@@ -245,21 +375,21 @@ impl Matcher {
         let path = match (m.path, m.path_prefix, m.path_template) {
             (None, None, None) => PathMatch::Any,
             (Some(p), None, None) => {
-                check_path(&p, &format!("{at}.match.path"))?;
+                check_path(&p, &format!("{at}.path"))?;
                 PathMatch::Exact(p)
             }
             (None, Some(p), None) => {
-                check_path(&p, &format!("{at}.match.path_prefix"))?;
+                check_path(&p, &format!("{at}.path_prefix"))?;
                 PathMatch::prefix(p)
             }
             (None, None, Some(t)) => {
-                let here = format!("{at}.match.path_template");
+                let here = format!("{at}.path_template");
                 check_path(&t, &here)?;
                 PathMatch::template(&t).map_err(|m| err(here, m))?
             }
             _ => {
                 return Err(err(
-                    format!("{at}.match"),
+                    at.to_string(),
                     "give one of path, path_prefix and path_template",
                 ))
             }
@@ -267,23 +397,53 @@ impl Matcher {
         let mut methods = Vec::with_capacity(m.methods.len());
         for (j, meth) in m.methods.iter().enumerate() {
             if !is_token_name(meth) {
-                return Err(err(
-                    format!("{at}.match.methods[{j}]"),
-                    "must be an HTTP method",
-                ));
+                return Err(err(format!("{at}.methods[{j}]"), "must be an HTTP method"));
             }
             methods.push(meth.to_ascii_uppercase());
         }
         let host = match m.host {
             None => None,
-            Some(h) => Some(HostMatch::parse(&h).map_err(|e| err(format!("{at}.match.host"), e))?),
+            Some(h) => Some(HostMatch::parse(&h).map_err(|e| err(format!("{at}.host"), e))?),
+        };
+        let ignore_case = m.ignore_case.unwrap_or(ignore_case);
+        let headers = m
+            .headers
+            .into_iter()
+            .enumerate()
+            .map(|(j, h)| HeaderMatch::compile(h, &format!("{at}.headers[{j}]")))
+            .collect::<Result<_, _>>()?;
+        let not = match m.not {
+            None => None,
+            Some(inner) => {
+                let inner = Matcher::compile(*inner, &format!("{at}.not"), ignore_case)?;
+                Some(Box::new(inner))
+            }
         };
         Ok(Matcher {
             path,
             methods,
             host,
-            ignore_case: m.ignore_case.unwrap_or(ignore_case),
+            ignore_case,
+            headers,
+            not,
         })
+    }
+}
+
+impl HeaderMatch {
+    fn compile(h: RawHeaderMatch, at: &str) -> Result<HeaderMatch, ConfigError> {
+        let name = h.name.to_ascii_lowercase();
+        if !is_token_name(&name) || name.starts_with(':') {
+            return Err(err(format!("{at}.name"), "must be a header name"));
+        }
+        let test = match (h.exact, h.prefix, h.present) {
+            (Some(x), None, None) => HeaderTest::Exact(x),
+            (None, Some(p), None) if !p.is_empty() => HeaderTest::Prefix(p),
+            (None, Some(_), None) => return Err(err(format!("{at}.prefix"), "must not be empty")),
+            (None, None, Some(p)) => HeaderTest::Present(p),
+            _ => return Err(err(at, "give one of exact, prefix and present")),
+        };
+        Ok(HeaderMatch { name, test })
     }
 }
 

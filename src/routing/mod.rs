@@ -23,7 +23,9 @@ use std::borrow::Cow;
 use crate::extract::{form_decode, name_key};
 use crate::headers::HeaderSnapshot;
 
-pub use self::matcher::{HostMatch, HostName, Matcher, PathMatch, Segment};
+pub use self::matcher::{
+    Fit, HeaderMatch, HeaderTest, HostMatch, HostName, Matcher, PathMatch, Segment,
+};
 use self::readings::{host_readings, method_readings, might_fold, push_new};
 pub(crate) use self::readings::{path_readings, route_path};
 pub use self::readings::{HostReading, Readings};
@@ -54,24 +56,35 @@ pub struct MatcherTraits {
 impl MatcherTraits {
     pub fn of<'m>(matchers: impl Iterator<Item = &'m Matcher>) -> MatcherTraits {
         matchers.fold(MatcherTraits::default(), |t, m| MatcherTraits {
-            hosts: t.hosts || m.host.is_some(),
-            case: t.case || (!m.ignore_case && m.has_upper_case()),
+            hosts: t.hosts || m.reads_host(),
+            case: t.case || m.has_upper_case(),
         })
     }
 }
 
-/// The rules (by index of their `matchers`, whose [`MatcherTraits`] are `traits`) that
-/// `method`, `authority` and `path` (query included) select, with the override headers
-/// among `headers`: one entry per distinct selection, `None` standing for the default; the
-/// as-sent reading's first.
+/// The rules a request selects: `routes`, first match wins, one entry per distinct
+/// selection (`None` standing for the default, the as-sent reading's first); and every deny
+/// rule that some reading matches.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Selected {
+    pub routes: Readings<Option<usize>>,
+    pub denies: Readings<usize>,
+}
+
+/// The rules (by the index paired with each matcher) that `method`, `authority` and `path`
+/// (query included), with the override headers among `headers`, select under every reading
+/// (see the module documentation). `traits` are those of all the matchers. A matcher that
+/// a reading may or may not match (a header sent twice) is selected, and the scan for that
+/// reading's first match goes on past it.
 pub fn select_rules<'m>(
-    matchers: impl Iterator<Item = &'m Matcher> + Clone,
+    routes: impl Iterator<Item = (usize, &'m Matcher)> + Clone,
+    denies: impl Iterator<Item = (usize, &'m Matcher)> + Clone,
     traits: MatcherTraits,
     method: &str,
     authority: &str,
     path: &str,
     headers: &HeaderSnapshot,
-) -> Readings<Option<usize>> {
+) -> Selected {
     let overrides = Overrides::of(headers, method, path);
     let mut paths = path_readings(path);
     for p in &overrides.paths {
@@ -96,7 +109,7 @@ pub fn select_rules<'m>(
         }
     }
 
-    let mut selected: Readings<Option<usize>> = Readings::new();
+    let mut selected = Selected::default();
     for p in &paths {
         // Upstreams that route case-insensitively (Express, ASP.NET, Spring with
         // case-insensitive matching) read `/ADMIN` as `/admin`.
@@ -108,15 +121,40 @@ pub fn select_rules<'m>(
         for &fold in folds {
             for h in &hosts {
                 for m in &methods {
-                    let pick = matchers.clone().position(|r| r.matches(m, *h, p, fold));
-                    if !selected.contains(&pick) {
-                        selected.push(pick);
+                    let fit = |r: &Matcher| r.matches(m, *h, p, fold, headers);
+                    first_matches(routes.clone(), fit, &mut selected.routes);
+                    for (i, r) in denies.clone() {
+                        if fit(r) != Fit::No && !selected.denies.contains(&i) {
+                            selected.denies.push(i);
+                        }
                     }
                 }
             }
         }
     }
     selected
+}
+
+/// Adds to `out` the first rule that surely matches (`None` if none does), and every rule
+/// before it that may.
+fn first_matches<'m>(
+    rules: impl Iterator<Item = (usize, &'m Matcher)>,
+    fit: impl Fn(&Matcher) -> Fit,
+    out: &mut Readings<Option<usize>>,
+) {
+    let mut add = |pick: Option<usize>| {
+        if !out.contains(&pick) {
+            out.push(pick);
+        }
+    };
+    for (i, r) in rules {
+        match fit(r) {
+            Fit::Yes => return add(Some(i)),
+            Fit::Maybe => add(Some(i)),
+            Fit::No => {}
+        }
+    }
+    add(None)
 }
 
 /// What override headers (and a `_method` query parameter, which Rails, Laravel and
@@ -167,7 +205,7 @@ mod tests {
             path,
             methods: methods.iter().map(|m| m.to_string()).collect(),
             host: host.map(|h| HostMatch::parse(h).unwrap()),
-            ignore_case: false,
+            ..Matcher::default()
         }
     }
 
@@ -211,7 +249,17 @@ mod tests {
         path: &str,
         headers: &HeaderSnapshot,
     ) -> Vec<Option<usize>> {
-        select_rules(m, t, method, authority, path, headers).to_vec()
+        select_rules(
+            m.enumerate(),
+            std::iter::empty(),
+            t,
+            method,
+            authority,
+            path,
+            headers,
+        )
+        .routes
+        .to_vec()
     }
 
     fn traits<'m>(m: impl Iterator<Item = &'m Matcher>) -> MatcherTraits {
@@ -399,5 +447,116 @@ mod tests {
         assert_eq!(first("GET", "api.Example.com:8443", "/b"), vec![Some(2)]);
         assert_eq!(first("GET", "example.com", "/b"), vec![None]);
         assert_eq!(first("GET", "evil-example.com", "/b"), vec![None]);
+    }
+
+    fn compiled(v: serde_json::Value) -> Matcher {
+        let raw: crate::schema::RawMatch = serde_json::from_value(v).unwrap();
+        Matcher::compile(raw, "rules[0].match", false).unwrap()
+    }
+
+    #[test]
+    fn header_matchers_select_a_rule_only_when_every_reading_agrees() {
+        let r = [
+            compiled(serde_json::json!({"headers": [{"name": "X-Env", "exact": "canary"}]})),
+            compiled(serde_json::json!({})),
+        ];
+        let pick = |pairs: &[(&str, &str)]| {
+            sel(
+                r.iter(),
+                traits(r.iter()),
+                "GET",
+                "a",
+                "/",
+                &HeaderSnapshot::from_pairs(pairs),
+            )
+        };
+        assert_eq!(pick(&[("x-env", "canary")]), vec![Some(0)]);
+        assert_eq!(pick(&[("x-env", "prod")]), vec![Some(1)]);
+        assert_eq!(pick(&[]), vec![Some(1)]);
+        // Sent twice, or under a spelling CGI and WSGI read as the same name: an upstream
+        // may read either value, so both rules are selected and the stricter decides.
+        assert_eq!(
+            pick(&[("x-env", "canary"), ("x-env", "prod")]),
+            vec![Some(0), Some(1)]
+        );
+        assert_eq!(pick(&[("x_env", "canary")]), vec![Some(0), Some(1)]);
+        assert_eq!(
+            pick(&[("x-env", "canary"), ("x_env", "canary")]),
+            vec![Some(0), Some(1)]
+        );
+    }
+
+    #[test]
+    fn header_prefix_and_presence() {
+        let m = compiled(serde_json::json!({"headers": [
+            {"name": "x-client", "prefix": "batch-"}, {"name": "x-debug", "present": false}]}));
+        let fit = |pairs: &[(&str, &str)]| {
+            let h = HeaderSnapshot::from_pairs(pairs);
+            m.matches(
+                "GET",
+                HostReading {
+                    host: "a",
+                    port: None,
+                },
+                "/",
+                false,
+                &h,
+            )
+        };
+        assert_eq!(fit(&[("x-client", "batch-7")]), Fit::Yes);
+        assert_eq!(fit(&[("x-client", "batch-7"), ("x-debug", "1")]), Fit::No);
+        assert_eq!(fit(&[("x-client", "web")]), Fit::No);
+        assert_eq!(
+            fit(&[("x-client", "batch-7"), ("x_debug", "1")]),
+            Fit::Maybe
+        );
+    }
+
+    #[test]
+    fn not_in_a_match_excludes_what_it_matches() {
+        let r = [
+            compiled(serde_json::json!({"path_prefix": "/api", "not": {"methods": ["GET"]}})),
+            compiled(serde_json::json!({})),
+        ];
+        let pick = |m: &str, path: &str, pairs: &[(&str, &str)]| {
+            sel(
+                r.iter(),
+                traits(r.iter()),
+                m,
+                "a",
+                path,
+                &HeaderSnapshot::from_pairs(pairs),
+            )
+        };
+        assert_eq!(pick("POST", "/api/x", &[]), vec![Some(0)]);
+        assert_eq!(pick("GET", "/api/x", &[]), vec![Some(1)]);
+        // HEAD is also read as GET, and an override header as the method it names.
+        assert_eq!(pick("HEAD", "/api/x", &[]), vec![Some(0), Some(1)]);
+        assert_eq!(
+            pick("GET", "/api/x", &[("x-http-method-override", "DELETE")]),
+            vec![Some(1), Some(0)]
+        );
+        let hosts = [compiled(
+            serde_json::json!({"not": {"host": "internal.example.com"}}),
+        )];
+        assert!(traits(hosts.iter()).hosts, "a host under not is read too");
+    }
+
+    #[test]
+    fn deny_rules_are_selected_by_every_reading_that_matches_them() {
+        let routes = [compiled(serde_json::json!({}))];
+        let denies = [compiled(serde_json::json!({"path_prefix": "/admin"}))];
+        let all = || routes.iter().chain(denies.iter());
+        let s = select_rules(
+            routes.iter().enumerate(),
+            denies.iter().enumerate().map(|(i, m)| (i + 1, m)),
+            traits(all()),
+            "GET",
+            "a",
+            "/public/%2e%2e/admin",
+            &none(),
+        );
+        assert_eq!(s.routes.to_vec(), vec![Some(0)]);
+        assert_eq!(s.denies.to_vec(), vec![1]);
     }
 }
