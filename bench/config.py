@@ -25,32 +25,25 @@ HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_mana
 
 
 def jwt_authn(jwks: str, c: dict, cache: int | None) -> dict:
-    def provider(issuer: str) -> dict:
-        p = {
-            "issuer": issuer,
-            "audiences": [c["audience"]],
-            "local_jwks": {"inline_string": jwks},
-            "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
-            "forward": True,
-            "clock_skew_seconds": 60,
-            "payload_in_metadata": "jwt_payload",
-            # "scope" is one space-separated string; as a list RBAC can match one element.
-            "normalize_payload_in_metadata": {"space_delimited_claims": ["scope"]},
-        }
-        if cache is not None:
-            p["jwt_cache_config"] = {"jwt_cache_size": cache}
-        return p
-
+    p = {
+        "issuer": c["issuer"],
+        "audiences": [c["audience"]],
+        "local_jwks": {"inline_string": jwks},
+        "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
+        "forward": True,
+        "clock_skew_seconds": 60,
+        "payload_in_metadata": "jwt_payload",
+        # "scope" is one space-separated string; as a list RBAC can match one element.
+        "normalize_payload_in_metadata": {"space_delimited_claims": ["scope"]},
+    }
+    if cache is not None:
+        p["jwt_cache_config"] = {"jwt_cache_size": cache}
     return {
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {"es": provider(c["es256_issuer"]), "rs": provider(c["rs256_issuer"])},
-            "rules": [{
-                "match": {"prefix": "/"},
-                "requires": {"requires_any": {"requirements": [
-                    {"provider_name": "es"}, {"provider_name": "rs"}]}},
-            }],
+            "providers": {"bench": p},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
         },
     }
 
@@ -78,15 +71,11 @@ def rbac_scope(c: dict) -> dict:
 
 
 def jwt_guard(name: str, wasm: str, jwks: str, c: dict, cache: int, crypto: str | None = None) -> dict:
-    def provider(pname: str, issuer: str) -> dict:
-        return {"name": pname, "issuer": issuer, "audiences": [c["audience"]],
-                "local_jwks": {"inline": jwks}}
-
     plugin = {
         "realm": "bench",
-        "providers": [provider("es", c["es256_issuer"]), provider("rs", c["rs256_issuer"])],
-        "rules": [{"match": {"path_prefix": "/"},
-                   "require": {"providers": ["es", "rs"], "scopes": [c["scope_required"]]}}],
+        "providers": [{"name": "bench", "issuer": c["issuer"], "audiences": [c["audience"]],
+                       "local_jwks": {"inline": jwks}}],
+        "rules": [{"match": {"path_prefix": "/"}, "require": {"scopes": [c["scope_required"]]}}],
         "default": "deny",
         "cache": {"max_entries": cache},
     }

@@ -10,7 +10,7 @@ Writes into OUT (default bench/out):
   tokens/es256-noscope.txt    one ES256 token without the required scope (must get 403)
   claims.json                 issuers, audience and scope the tokens carry
 
-Every token: iss per algorithm, aud, sub, jti, iat, nbf, exp = now + TTL (default 1 h),
+Every token: one issuer (both keys in its JWKS), aud, sub, jti, iat, nbf, exp = now + TTL (default 1 h),
 scope "openid bench:read profile". Keys are fresh on every run and never leave OUT.
 """
 import argparse
@@ -23,8 +23,9 @@ import uuid
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-ES_ISS = "https://es256.bench.local"
-RS_ISS = "https://rs256.bench.local"
+# One issuer with both keys, as a real IdP has: each side then has ONE provider, like for
+# like (two providers under requires_any make jwt_authn try the wrong one first).
+ISS = "https://issuer.bench.local"
 AUD = "https://api.bench.local"
 SCOPE_REQUIRED = "bench:read"
 SCOPE = "openid bench:read profile"
@@ -67,8 +68,8 @@ def main() -> int:
 
     now = int(time.time())
     sets = {
-        "es256": ("ES256", ec_key, "bench-es256", ES_ISS),
-        "rs256": ("RS256", rsa_key, "bench-rs256", RS_ISS),
+        "es256": ("ES256", ec_key, "bench-es256", ISS),
+        "rs256": ("RS256", rsa_key, "bench-rs256", ISS),
     }
     for name, (alg, key, kid, iss) in sets.items():
         def token(i: int) -> str:
@@ -84,14 +85,14 @@ def main() -> int:
             f.writelines(token(i) + "\n" for i in range(1, args.count + 1))
 
     noscope = jwt.encode(
-        {"iss": ES_ISS, "aud": AUD, "sub": "bench-noscope", "jti": str(uuid.uuid4()),
+        {"iss": ISS, "aud": AUD, "sub": "bench-noscope", "jti": str(uuid.uuid4()),
          "iat": now, "exp": now + args.ttl, "scope": "openid profile"},
         ec_key, algorithm="ES256", headers={"kid": "bench-es256"})
     with open(os.path.join(tok_dir, "es256-noscope.txt"), "w") as f:
         f.write(noscope + "\n")
 
     with open(os.path.join(args.out, "claims.json"), "w") as f:
-        json.dump({"es256_issuer": ES_ISS, "rs256_issuer": RS_ISS, "audience": AUD,
+        json.dump({"issuer": ISS, "audience": AUD,
                    "scope_required": SCOPE_REQUIRED, "scope": SCOPE,
                    "exp": now + args.ttl, "count": args.count}, f, indent=2)
     print(f"mint.py: {args.count} distinct tokens per algorithm (+1 repeated), exp in {args.ttl}s -> {args.out}")

@@ -18,7 +18,7 @@
 #   JWT_GUARD_WASM           the filter (default target/wasm32-wasip1/release/jwt_guard.wasm)
 #   BENCH_SECONDS=10         length of each measured run
 #   BENCH_WARMUP_SECONDS=1   warm-up per listener and algorithm (not measured)
-#   BENCH_ROUNDS=1           repeat the whole matrix; the table shows each row's median
+#   BENCH_ROUNDS=3           rounds, interleaved (every listener in each round); each row is the median
 #   BENCH_TOKENS=5000        distinct tokens per algorithm
 #   BENCH_CACHE=10000        jwt_cache_size and cache.max_entries (raised to 2 x BENCH_TOKENS)
 #   BENCH_CONNECTIONS=16     wrk connections
@@ -33,7 +33,7 @@ BENCH=$ROOT/bench
 OUT=${BENCH_OUT:-$BENCH/out}
 RUN_SECONDS=${BENCH_SECONDS:-10}
 WARMUP=${BENCH_WARMUP_SECONDS:-1}
-ROUNDS=${BENCH_ROUNDS:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
 TOKENS=${BENCH_TOKENS:-5000}
 CACHE=${BENCH_CACHE:-10000}
 CONNS=${BENCH_CONNECTIONS:-16}
