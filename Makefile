@@ -51,8 +51,11 @@ upstream-deps: venv $(VENV)/.upstream-debs $(EXPRESS_DIR)/node_modules/.installe
 
 setup: wasm-target venv node-deps upstream-deps
 
+# The SDK exports every proxy-wasm callback; hosts call each exported one on every request.
+# tools/trim_exports.py drops the ones the filter leaves to their no-op defaults.
 build: wasm-target
 	cargo build --release --target $(WASM_TARGET)
+	python3 tools/trim_exports.py $(WASM)
 	@ls -l $(WASM)
 
 # The shared fixtures (src/testkit.rs) are a feature so that tests/, benches and examples

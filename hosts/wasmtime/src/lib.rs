@@ -592,6 +592,10 @@ impl Worker {
     }
 
     /// Calls an export. A trap is returned as an error and stops the worker for good.
+    fn exports(&mut self, name: &str) -> bool {
+        self.instance.get_func(&mut self.store, name).is_some()
+    }
+
     fn call<P: WasmParams, R: WasmResults>(&mut self, name: &str, params: P) -> Result<R> {
         if let Some(trap) = &self.trap {
             bail!(
@@ -630,7 +634,10 @@ impl Worker {
                 continue;
             }
             self.host_mut().effective = id;
-            self.call::<(i32,), ()>("proxy_on_log", (id as i32,))?;
+            // Optional, as in proxy-wasm-cpp-host: a module may leave it unexported.
+            if self.exports("proxy_on_log") {
+                self.call::<(i32,), ()>("proxy_on_log", (id as i32,))?;
+            }
             self.call::<(i32,), ()>("proxy_on_delete", (id as i32,))?;
             if let Some(s) = self.host_mut().streams.get_mut(&id) {
                 s.awaiting_done = false;
