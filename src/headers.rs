@@ -7,67 +7,134 @@
 
 /// A request's headers as read at one moment. Lookups are by lower-case name (hosts give
 /// names lower-cased, as HTTP/2 does) and return the first value.
+///
+/// The host's buffer is kept whole and indexed, rather than copied header by header: a
+/// request's headers are read on every request, most of them never looked at.
 #[derive(Debug, Default, Clone)]
 pub struct HeaderSnapshot {
-    pairs: Vec<(String, Vec<u8>)>,
+    /// The host's buffer, and values the filter set since, appended.
+    buf: Vec<u8>,
+    /// Where each header's name and value are in `buf`, in request order.
+    spans: Vec<Span>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    name_at: usize,
+    name_len: usize,
+    value_at: usize,
+    value_len: usize,
 }
 
 impl HeaderSnapshot {
     /// Parses the wire format. A malformed map (truncated, lengths past the end) yields the
     /// pairs read before the fault: a host bug must not become a panic.
     pub fn parse(bytes: &[u8]) -> HeaderSnapshot {
-        let mut pairs = Vec::new();
-        let count = read_u32(bytes, 0).unwrap_or(0);
+        HeaderSnapshot::from_wire(bytes.to_vec())
+    }
+
+    /// [`HeaderSnapshot::parse`], keeping the host's buffer itself.
+    pub fn from_wire(buf: Vec<u8>) -> HeaderSnapshot {
+        let count = read_u32(&buf, 0).unwrap_or(0);
+        let mut spans = Vec::with_capacity(count.min(buf.len() / 10));
+        let mut fixed_names: Vec<(usize, String)> = Vec::new();
         let mut data = 4usize.saturating_add(count.saturating_mul(8));
         for i in 0..count {
             let at = 4 + i * 8;
-            let (Some(name_len), Some(value_len)) = (read_u32(bytes, at), read_u32(bytes, at + 4))
+            let (Some(name_len), Some(value_len)) = (read_u32(&buf, at), read_u32(&buf, at + 4))
             else {
                 break;
             };
-            let Some(name) = slice(bytes, data, name_len) else {
+            let Some(name) = slice(&buf, data, name_len) else {
                 break;
             };
+            if std::str::from_utf8(name).is_err() {
+                fixed_names.push((spans.len(), String::from_utf8_lossy(name).into_owned()));
+            }
+            let name_at = data;
             data = data.saturating_add(name_len).saturating_add(1);
-            let Some(value) = slice(bytes, data, value_len) else {
+            if slice(&buf, data, value_len).is_none() {
                 break;
-            };
+            }
+            spans.push(Span {
+                name_at,
+                name_len,
+                value_at: data,
+                value_len,
+            });
             data = data.saturating_add(value_len).saturating_add(1);
-            pairs.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
         }
-        HeaderSnapshot { pairs }
+        let mut h = HeaderSnapshot { buf, spans };
+        // Names are text (hosts send ASCII); a name that is not UTF-8 is kept lossily.
+        for (i, name) in fixed_names {
+            let name_at = h.append(name.as_bytes());
+            if let Some(s) = h.spans.get_mut(i) {
+                s.name_at = name_at;
+                s.name_len = name.len();
+            }
+        }
+        h
     }
 
     /// Headers from (name, value) text pairs, as tests and benches build requests.
     pub fn from_pairs(pairs: &[(&str, &str)]) -> HeaderSnapshot {
-        HeaderSnapshot {
-            pairs: pairs
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
+        let mut h = HeaderSnapshot::default();
+        for (n, v) in pairs {
+            h.push(n, v.as_bytes());
         }
+        h
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        at
+    }
+
+    fn push(&mut self, name: &str, value: &[u8]) {
+        let name_at = self.append(name.as_bytes());
+        let value_at = self.append(value);
+        self.spans.push(Span {
+            name_at,
+            name_len: name.len(),
+            value_at,
+            value_len: value.len(),
+        });
+    }
+
+    fn name_bytes(&self, s: &Span) -> &[u8] {
+        slice(&self.buf, s.name_at, s.name_len).unwrap_or_default()
+    }
+
+    fn name_of(&self, s: &Span) -> &str {
+        std::str::from_utf8(self.name_bytes(s)).unwrap_or_default()
+    }
+
+    fn value_of(&self, s: &Span) -> &[u8] {
+        slice(&self.buf, s.value_at, s.value_len).unwrap_or_default()
     }
 
     /// Every value of header `name`, in order, as text (non-UTF-8 bytes become U+FFFD).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
-        self.pairs
+        self.spans
             .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .filter(move |s| self.name_bytes(s) == name.as_bytes())
+            .map(|s| String::from_utf8_lossy(self.value_of(s)).into_owned())
     }
 
     /// Every value of `name` under each spelling an upstream may read as that name: `_`
     /// for `-` (CGI, WSGI and Rack map both to `HTTP_X_NAME`). `name` is lower case.
     pub fn get_all_spellings<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
-        self.pairs
-            .iter()
+        self.iter()
             .filter(move |(n, _)| same_spelling(n, name))
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
     /// Every (name, value) pair, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.spans
+            .iter()
+            .map(|s| (self.name_of(s), self.value_of(s)))
     }
 
     /// The names present, each once, that an upstream could read as one of `wanted` (lower
@@ -84,8 +151,8 @@ impl HeaderSnapshot {
     /// The names of the headers present, each once, in order.
     pub fn names(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
-        for (n, _) in &self.pairs {
-            if !out.contains(&n.as_str()) {
+        for (n, _) in self.iter() {
+            if !out.contains(&n) {
                 out.push(n);
             }
         }
@@ -94,10 +161,10 @@ impl HeaderSnapshot {
 
     /// The first value of header `name`, as bytes.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.pairs
+        self.spans
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+            .find(|s| self.name_bytes(s) == name.as_bytes())
+            .map(|s| self.value_of(s))
     }
 
     /// The first value of header `name` as text; bytes that are not UTF-8 become U+FFFD.
@@ -107,18 +174,21 @@ impl HeaderSnapshot {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.pairs.iter().any(|(n, _)| n == name)
+        self.get_bytes(name).is_some()
     }
 
     /// Forgets every value of `name` (the caller removed it from the request).
     pub fn remove(&mut self, name: &str) {
-        self.pairs.retain(|(n, _)| n != name);
+        let buf = &self.buf;
+        self.spans.retain(|s| {
+            slice(buf, s.name_at, s.name_len).unwrap_or_default() != name.as_bytes()
+        });
     }
 
     /// Records that the caller set `name` to `value` on the request.
     pub fn set(&mut self, name: &str, value: &[u8]) {
         self.remove(name);
-        self.pairs.push((name.to_string(), value.to_vec()));
+        self.push(name, value);
     }
 }
 
@@ -242,17 +312,17 @@ mod tests {
         let good = serialize(REQUEST);
         for cut in 0..good.len() {
             let h = HeaderSnapshot::parse(&good[..cut]);
-            assert!(h.pairs.len() <= REQUEST.len());
+            assert!(h.spans.len() <= REQUEST.len());
         }
         assert_eq!(
-            HeaderSnapshot::parse(&good[..good.len() - 9]).pairs.len(),
+            HeaderSnapshot::parse(&good[..good.len() - 9]).spans.len(),
             5
         );
         // A count far beyond the data, and lengths past the end.
         let mut huge = vec![0xff, 0xff, 0xff, 0xff];
         huge.extend_from_slice(&[0xff; 16]);
-        assert!(HeaderSnapshot::parse(&huge).pairs.is_empty());
-        assert!(HeaderSnapshot::parse(&[]).pairs.is_empty());
+        assert!(HeaderSnapshot::parse(&huge).spans.is_empty());
+        assert!(HeaderSnapshot::parse(&[]).spans.is_empty());
     }
 
     #[test]
@@ -262,5 +332,16 @@ mod tests {
         assert!(!h.contains("cookie"));
         h.set(":path", b"/a");
         assert_eq!(h.get(":path").as_deref(), Some("/a"));
+        assert_eq!(h.iter().last(), Some((":path", &b"/a"[..])));
+        assert_eq!(h.get("authorization").as_deref(), Some("Bearer x.y.z"));
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_read_lossily() {
+        let mut bytes = serialize(&[("xy", "1"), ("b", "2")]);
+        bytes[20] = 0xff;
+        let h = HeaderSnapshot::parse(&bytes);
+        assert_eq!(h.names(), ["\u{fffd}y", "b"]);
+        assert_eq!(h.get("b").as_deref(), Some("2"));
     }
 }

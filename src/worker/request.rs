@@ -17,7 +17,7 @@ use super::metrics::Metrics;
 /// snapshot is empty: the request then has no token and is denied, never let through.
 pub fn read_headers(host: &dyn Host) -> HeaderSnapshot {
     match host.request_headers() {
-        Ok(bytes) => HeaderSnapshot::parse(&bytes),
+        Ok(bytes) => HeaderSnapshot::from_wire(bytes),
         Err(e) => {
             log::warn!("jwt-guard: could not read the request headers: {e:?}");
             HeaderSnapshot::default()
