@@ -2,12 +2,16 @@
 //! costly part of a request); its time claims, issuer, audience and the route's rules are
 //! still checked every time.
 //!
-//! Entries are keyed by the whole token (hashed with std's randomly keyed SipHash, then
-//! compared in full), so a lookup can only hit the exact token that was verified. An entry
+//! Entries are keyed by the whole token (compared in full), so a lookup can only hit the
+//! exact token that was verified. Only the token's tail is hashed (std's randomly keyed
+//! SipHash over its last bytes): that is the signature, unique to each token, and hashing
+//! the whole of a 700-byte token on every request cost more than the lookup. An entry
 //! remembers the key set that verified it: when the provider's JWKS changes, its entries
 //! stop matching (a removed key revokes its tokens at once).
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Weak};
 
 use crate::jwks::KeySet;
@@ -36,8 +40,8 @@ impl Entry {
 /// `hot`. This keeps the recently used entries, in O(1), without a linked list.
 #[derive(Debug, Default)]
 pub struct VerifiedCache {
-    hot: HashMap<Box<str>, Entry>,
-    cold: HashMap<Box<str>, Entry>,
+    hot: HashMap<Box<str>, Entry, TailHash>,
+    cold: HashMap<Box<str>, Entry, TailHash>,
     /// Entries per generation; 0 disables the cache.
     generation: usize,
 }
@@ -45,9 +49,10 @@ pub struct VerifiedCache {
 impl VerifiedCache {
     /// A cache of at most `max_entries` tokens.
     pub fn new(max_entries: usize) -> VerifiedCache {
+        let hash = TailHash::default();
         VerifiedCache {
-            hot: HashMap::new(),
-            cold: HashMap::new(),
+            hot: HashMap::with_hasher(hash.clone()),
+            cold: HashMap::with_hasher(hash),
             generation: max_entries / 2,
         }
     }
@@ -104,6 +109,55 @@ impl VerifiedCache {
     }
 }
 
+/// Bytes of a token's end that are hashed: more than any signature's entropy needs.
+const TAIL_BYTES: usize = 32;
+
+/// Hashes the last [`TAIL_BYTES`] of what is written (a token's signature), keyed as
+/// std's `RandomState`, so that colliding keys cannot be chosen from outside.
+#[derive(Debug, Clone, Default)]
+struct TailHash(RandomState);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher {
+            inner: self.0.build_hasher(),
+            tail: [0; TAIL_BYTES],
+            len: 0,
+        }
+    }
+}
+
+struct TailHasher {
+    inner: std::collections::hash_map::DefaultHasher,
+    tail: [u8; TAIL_BYTES],
+    len: usize,
+}
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // `str` writes its bytes, then a 0xff terminator: keep the last bytes of all.
+        let take = bytes.len().min(TAIL_BYTES);
+        self.tail.copy_within(take.., 0);
+        let (Some(dst), Some(src)) = (
+            self.tail.get_mut(TAIL_BYTES - take..),
+            bytes.get(bytes.len() - take..),
+        ) else {
+            return;
+        };
+        dst.copy_from_slice(src);
+        self.len = self.len.wrapping_add(bytes.len());
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.inner.clone();
+        h.write(&self.tail);
+        h.write_usize(self.len);
+        h.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +174,22 @@ mod tests {
             kid: None,
             alg: Alg::Es256,
         })
+    }
+
+    #[test]
+    fn tokens_differing_only_before_the_tail_are_still_told_apart() {
+        let mut c = VerifiedCache::new(16);
+        let keys = Arc::new(keys());
+        let tail = "s".repeat(64);
+        let (a, b) = (format!("a.{tail}"), format!("b.{tail}"));
+        c.insert(&a, 0, &keys, verified(NOW + 60));
+        assert!(c.get(&a, NOW, 0).is_some());
+        assert!(c.get(&b, NOW, 0).is_none(), "same hash, compared in full");
+        let h = TailHash::default();
+        let hash = |t: &str| h.hash_one(t);
+        assert_eq!(hash(&a), hash(&b), "only the tail is hashed");
+        assert_ne!(hash(&a), hash(&format!("a.{tail}x")));
+        assert_ne!(hash("ab"), hash("b"), "short keys: the length counts too");
     }
 
     #[test]
