@@ -28,12 +28,12 @@ impl RequestLine {
 /// The audit record of `outcome`, or `None` when the config does not log it (allowed
 /// requests only with `audit_log.allowed`, denials unless `audit_log.denied` is false;
 /// dry-run denials and tokens `allow_failed` ignored always, since reporting them is what
-/// those modes are for). `source` gives
+/// those modes are for). `line` and `source` give
 /// the client address as the host reports it, asked for only when a line is logged.
 pub fn record(
     cfg: &Config,
     outcome: &Outcome,
-    line: &RequestLine,
+    line: impl FnOnce() -> RequestLine,
     source: impl FnOnce() -> Option<String>,
 ) -> Option<Value> {
     let (decision, rule, code, identity) = match outcome {
@@ -59,6 +59,7 @@ pub fn record(
                 .map(|s| s.chars().take(256).collect::<String>())
         })
     };
+    let line = line();
     Some(json!({
         "decision": decision,
         "code": code.map(|c| c.code()),
@@ -129,7 +130,7 @@ mod tests {
     #[test]
     fn denials_by_default_allowed_requests_when_asked() {
         let cfg = config("");
-        let line = record(&cfg, &deny(), &request("/a?token=secret"), peer).unwrap();
+        let line = record(&cfg, &deny(), || request("/a?token=secret"), peer).unwrap();
         assert_eq!(line["code"], "AUTH_111");
         assert_eq!(
             (&line["decision"], &line["rule"]),
@@ -138,23 +139,23 @@ mod tests {
         assert_eq!(line["path"], "/a", "no query string: it may carry a token");
         assert_eq!(line["request_id"], "7f1c0a52", "no control characters");
         assert_eq!(line["source"], "10.0.1.5:40000");
-        assert!(record(&cfg, &allow(None), &request("/a"), peer).is_none());
+        assert!(record(&cfg, &allow(None), || request("/a"), peer).is_none());
         let cfg = config(r#", "audit_log": {"allowed": true}"#);
         assert_eq!(
-            record(&cfg, &allow(None), &request("/a"), peer).unwrap()["status"],
+            record(&cfg, &allow(None), || request("/a"), peer).unwrap()["status"],
             200
         );
-        assert!(record(&cfg, &deny(), &request("/a"), peer).is_some());
+        assert!(record(&cfg, &deny(), || request("/a"), peer).is_some());
     }
 
     #[test]
     fn denials_can_be_left_out_but_not_dry_run_reports() {
         let cfg = config(r#", "audit_log": {"denied": false}"#);
-        assert!(record(&cfg, &deny(), &request("/a"), peer).is_none());
+        assert!(record(&cfg, &deny(), || request("/a"), peer).is_none());
         let dry = record(
             &cfg,
             &allow(Some(DenyCode::TokenMissing)),
-            &request("/a"),
+            || request("/a"),
             peer,
         )
         .unwrap();

@@ -167,6 +167,12 @@ impl HeaderSnapshot {
             .map(|s| self.value_of(s))
     }
 
+    /// The first value of header `name` as text, borrowed unless it is not UTF-8 (those
+    /// bytes become U+FFFD).
+    pub fn get_str(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.get_bytes(name).map(String::from_utf8_lossy)
+    }
+
     /// The first value of header `name` as text; bytes that are not UTF-8 become U+FFFD.
     pub fn get(&self, name: &str) -> Option<String> {
         self.get_bytes(name)
@@ -180,9 +186,8 @@ impl HeaderSnapshot {
     /// Forgets every value of `name` (the caller removed it from the request).
     pub fn remove(&mut self, name: &str) {
         let buf = &self.buf;
-        self.spans.retain(|s| {
-            slice(buf, s.name_at, s.name_len).unwrap_or_default() != name.as_bytes()
-        });
+        self.spans
+            .retain(|s| slice(buf, s.name_at, s.name_len).unwrap_or_default() != name.as_bytes());
     }
 
     /// Records that the caller set `name` to `value` on the request.

@@ -29,7 +29,6 @@ use self::crypto::HostCrypto;
 use self::fetch::Response;
 use self::keys::{KeyView, ProviderKeys};
 use self::metrics::Metrics;
-use crate::audit::RequestLine;
 
 /// What the host should do with a request after its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +158,7 @@ impl Worker {
             );
             return Next::Pause;
         }
-        let (outcome, line) = self.decide(&headers, now, false);
+        let outcome = self.decide(&headers, now, false);
         if let Outcome::WaitForKeys { provider } = outcome {
             let seen_version = self.providers.get(provider).map_or(0, |p| p.version);
             self.waiters.push(Waiter {
@@ -170,7 +169,7 @@ impl Worker {
             });
             return Next::Pause;
         }
-        if self.apply(&mut headers, &outcome, &line) {
+        if self.apply(&mut headers, &outcome) {
             Next::Continue
         } else {
             Next::Pause
@@ -218,31 +217,21 @@ impl Worker {
     }
 
     /// Carries out `outcome` on the effective request; true when it may go on upstream.
-    fn apply(&self, headers: &mut HeaderSnapshot, outcome: &Outcome, line: &RequestLine) -> bool {
-        request::apply(
-            &*self.host,
-            &self.config,
-            &self.metrics,
-            headers,
-            outcome,
-            line,
-        )
+    fn apply(&self, headers: &mut HeaderSnapshot, outcome: &Outcome) -> bool {
+        request::apply(&*self.host, &self.config, &self.metrics, headers, outcome)
     }
 
     /// Decides for the effective request. `waited`: it may not wait (again) for keys.
-    fn decide(
-        &mut self,
-        headers: &HeaderSnapshot,
-        now_ms: u64,
-        waited: bool,
-    ) -> (Outcome, RequestLine) {
-        let line = RequestLine::of(headers);
-        let authority = headers.get(":authority").unwrap_or_default();
+    fn decide(&mut self, headers: &HeaderSnapshot, now_ms: u64, waited: bool) -> Outcome {
+        // Borrowed from the snapshot: a request allocates nothing to be read.
+        let method = headers.get_str(":method").unwrap_or_default();
+        let path = headers.get_str(":path").unwrap_or_default();
+        let authority = headers.get_str(":authority").unwrap_or_default();
         let source = request::client_ip(&*self.host, &self.config, headers);
         let req = Request {
-            method: &line.method,
+            method: &method,
             authority: &authority,
-            path: &line.path,
+            path: &path,
             headers,
             source,
         };
@@ -258,8 +247,7 @@ impl Worker {
             crypto: self.crypto.as_ref(),
             now: i64::try_from(now_ms / 1000).unwrap_or(i64::MAX),
         };
-        let outcome = evaluate(&self.config, &req, &mut rt);
-        (outcome, line)
+        evaluate(&self.config, &req, &mut rt)
     }
 
     /// Decides again for every waiting request whose provider's keys changed, or whose
@@ -287,8 +275,8 @@ impl Worker {
             }
             // Managed headers were stripped when the request first came in.
             let mut headers = request::read_headers(&*host);
-            let (outcome, line) = self.decide(&headers, now, true);
-            if self.apply(&mut headers, &outcome, &line) {
+            let outcome = self.decide(&headers, now, true);
+            if self.apply(&mut headers, &outcome) {
                 if let Err(e) = host.resume_request() {
                     log::warn!(
                         "jwt-guard: could not resume request {}: {e:?}",

@@ -90,12 +90,12 @@ pub fn apply(
     metrics: &Metrics,
     headers: &mut HeaderSnapshot,
     outcome: &Outcome,
-    line: &RequestLine,
 ) -> bool {
     let source = || {
         host.property(&["source", "address"])
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     };
+    let line = || RequestLine::of(headers);
     if let Some(record) = crate::audit::record(config, outcome, line, source) {
         log::info!("jwt-guard audit {record}");
     }
