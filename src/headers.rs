@@ -141,11 +141,14 @@ impl HeaderSnapshot {
     /// case): the same name in any case, or with `_` for `-` (CGI, WSGI and Rack map both to
     /// `HTTP_X_NAME`).
     pub fn names_spelled_as(&self, wanted: &[String]) -> Vec<String> {
-        self.names()
-            .into_iter()
-            .filter(|n| wanted.iter().any(|w| same_spelling(n, w)))
-            .map(str::to_string)
-            .collect()
+        // Runs on every request and almost always finds nothing: no allocation then.
+        let mut out: Vec<String> = Vec::new();
+        for (n, _) in self.iter() {
+            if wanted.iter().any(|w| same_spelling(n, w)) && !out.iter().any(|o| o == n) {
+                out.push(n.to_string());
+            }
+        }
+        out
     }
 
     /// The names of the headers present, each once, in order.
