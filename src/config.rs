@@ -463,8 +463,8 @@ fn compile_sources(
             ));
         }
         sources.push(TokenSource::Header {
-            name: h.name.to_ascii_lowercase(),
-            prefix: h.value_prefix,
+            name: h.name.to_ascii_lowercase().into(),
+            prefix: h.value_prefix.into(),
         });
     }
     for (j, p) in params.into_iter().enumerate() {
@@ -474,7 +474,7 @@ fn compile_sources(
                 "must be a query parameter name",
             ));
         }
-        sources.push(TokenSource::Query(p));
+        sources.push(TokenSource::Query(p.into()));
     }
     for (j, c) in cookies.into_iter().enumerate() {
         if !is_token_name(&c) {
@@ -483,7 +483,7 @@ fn compile_sources(
                 "must be a cookie name",
             ));
         }
-        sources.push(TokenSource::Cookie(c));
+        sources.push(TokenSource::Cookie(c.into()));
     }
     if sources.is_empty() {
         return Err(err(

@@ -1,23 +1,30 @@
 //! Where a token comes from: a header with a prefix, a query parameter, a cookie.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
 use crate::headers::HeaderSnapshot;
 
-/// One place a provider looks for its token.
+/// One place a provider looks for its token. Names are shared (`Arc`): every verified
+/// request's identity says where its token was, without copying the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     /// Header `name` (lower case) whose value starts with `prefix` (compared case-insensitively,
     /// so `bearer` and `BEARER` are the RFC 6750 scheme too).
-    Header { name: String, prefix: String },
+    Header { name: Arc<str>, prefix: Arc<str> },
     /// Query parameter of the request path.
-    Query(String),
+    Query(Arc<str>),
     /// Cookie of the `cookie` header.
-    Cookie(String),
+    Cookie(Arc<str>),
 }
 
 /// A token found in a request, with where it was found (to strip it when asked).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    pub token: String,
+pub struct Found<'h> {
+    /// Borrowed from the request's headers when it was there as sent.
+    pub token: Cow<'h, str>,
     pub source: TokenSource,
 }
 
@@ -39,24 +46,29 @@ pub enum ExtractError {
 /// name (`x_jwt` for `x-jwt`, `access%5Ftoken` or `access_token[]` for `access_token`):
 /// one token is `Some`, none is `None`, more than one is [`ExtractError::Ambiguous`]. A
 /// header that carries another scheme (say `Basic`) is not a token.
-pub fn find_token<'s>(
+pub fn find_token<'s, 'h>(
     sources: impl IntoIterator<Item = &'s TokenSource>,
-    headers: &HeaderSnapshot,
+    headers: &'h HeaderSnapshot,
     path: &str,
-) -> Result<Option<Found>, ExtractError> {
-    let mut found: Option<Found> = None;
-    let mut seen: Vec<&TokenSource> = Vec::new();
+) -> Result<Option<Found<'h>>, ExtractError> {
+    // Runs on every request: the common case (one Authorization header) allocates nothing.
+    let mut found: Option<(Cow<'_, str>, &TokenSource)> = None;
+    let mut seen: SmallVec<[&TokenSource; 4]> = SmallVec::new();
     for source in sources {
         // Providers on one route often share a source (the Authorization header).
         if seen.contains(&source) {
             continue;
         }
         seen.push(source);
-        let tokens: Vec<String> = match source {
+        let tokens: SmallVec<[Cow<'_, str>; 2]> = match source {
             TokenSource::Header { name, prefix } => {
-                let mut tokens = Vec::new();
-                for value in headers.get_all_spellings(name) {
-                    match credential(&value, prefix) {
+                let mut tokens = SmallVec::new();
+                for value in headers.get_all_spellings_str(name) {
+                    let read = match value {
+                        Cow::Borrowed(v) => credential(v, prefix).map(Cow::Borrowed),
+                        Cow::Owned(v) => credential(&v, prefix).map(|t| Cow::Owned(t.into())),
+                    };
+                    match read {
                         Credential::Token(t) => tokens.push(t),
                         Credential::Malformed => return Err(ExtractError::Malformed),
                         Credential::Other => {}
@@ -64,28 +76,29 @@ pub fn find_token<'s>(
                 }
                 tokens
             }
-            TokenSource::Query(name) => query_params(path, name).collect(),
+            TokenSource::Query(name) => query_params(path, name).map(Cow::Owned).collect(),
             TokenSource::Cookie(name) => headers
                 .get_all("cookie")
                 .flat_map(|c| cookies(&c, name).collect::<Vec<_>>())
+                .map(Cow::Owned)
                 .collect(),
         };
         for token in tokens {
             if found.is_some() {
                 return Err(ExtractError::Ambiguous);
             }
-            found = Some(Found {
-                token,
-                source: source.clone(),
-            });
+            found = Some((token, source));
         }
     }
-    Ok(found)
+    Ok(found.map(|(token, source)| Found {
+        token,
+        source: source.clone(),
+    }))
 }
 
 /// What a token header's value holds.
-enum Credential {
-    Token(String),
+enum Credential<T> {
+    Token(T),
     /// Another scheme (`Basic ...`): not a token.
     Other,
     Malformed,
@@ -95,10 +108,20 @@ enum Credential {
 /// malformed rather than missing, since the client meant to send one). The scheme is
 /// case-insensitive and followed by spaces, then one token68 (RFC 7235 §2.1); anything
 /// else that names the scheme is malformed.
-fn credential(value: &str, prefix: &str) -> Credential {
+impl<T> Credential<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Credential<U> {
+        match self {
+            Credential::Token(t) => Credential::Token(f(t)),
+            Credential::Other => Credential::Other,
+            Credential::Malformed => Credential::Malformed,
+        }
+    }
+}
+
+fn credential<'a>(value: &'a str, prefix: &str) -> Credential<&'a str> {
     let value = value.trim_matches([' ', '\t']);
     if prefix.is_empty() {
-        return Credential::Token(value.to_string());
+        return Credential::Token(value);
     }
     let scheme = prefix.trim_end();
     let separator = prefix.get(scheme.len()..).unwrap_or_default();
@@ -115,7 +138,7 @@ fn credential(value: &str, prefix: &str) -> Credential {
         };
     };
     if rest.is_empty() {
-        return Credential::Token(String::new());
+        return Credential::Token("");
     }
     let token = if separator.is_empty() {
         rest
@@ -126,7 +149,7 @@ fn credential(value: &str, prefix: &str) -> Credential {
         }
     };
     if token.is_empty() || is_token68(token) {
-        Credential::Token(token.to_string())
+        Credential::Token(token)
     } else {
         Credential::Malformed
     }
@@ -245,7 +268,7 @@ mod tests {
         HeaderSnapshot::from_pairs(pairs)
     }
 
-    fn one(sources: &[TokenSource], h: &HeaderSnapshot, path: &str) -> Option<Found> {
+    fn one<'h>(sources: &[TokenSource], h: &'h HeaderSnapshot, path: &str) -> Option<Found<'h>> {
         find_token(sources, h, path).unwrap()
     }
 
@@ -315,7 +338,7 @@ mod tests {
             TokenSource::Cookie("session".into()),
             TokenSource::Header {
                 name: "x-jwt".into(),
-                prefix: String::new(),
+                prefix: "".into(),
             },
         ];
         let auth = ("authorization", "Bearer a.b.c");
@@ -338,7 +361,8 @@ mod tests {
             );
         }
         // Alone, an encoded name is found (and its value decoded, as the upstream would).
-        let f = one(&sources, &headers(&[]), "/?access%5Ftoken=a%2Eb.c").unwrap();
+        let h = headers(&[]);
+        let f = one(&sources, &h, "/?access%5Ftoken=a%2Eb.c").unwrap();
         assert_eq!(f.token, "a.b.c");
         assert_eq!(f.source, TokenSource::Query("access_token".into()));
         assert_eq!(
@@ -357,7 +381,8 @@ mod tests {
             TokenSource::Query("access_token".into()),
             TokenSource::Cookie("session".into()),
         ];
-        let f = one(&sources, &headers(&[]), "/a?x=1&access_token=t.q.s&y=2").unwrap();
+        let h = headers(&[]);
+        let f = one(&sources, &h, "/a?x=1&access_token=t.q.s&y=2").unwrap();
         assert_eq!(f.token, "t.q.s");
         assert_eq!(f.source, TokenSource::Query("access_token".into()));
         let h = headers(&[("cookie", "a=1; session=t.c.s; b=2")]);
@@ -417,9 +442,10 @@ mod tests {
     fn custom_header_without_prefix() {
         let sources = vec![TokenSource::Header {
             name: "x-jwt".into(),
-            prefix: String::new(),
+            prefix: "".into(),
         }];
-        let f = one(&sources, &headers(&[("x-jwt", "a.b.c")]), "/").unwrap();
+        let h = headers(&[("x-jwt", "a.b.c")]);
+        let f = one(&sources, &h, "/").unwrap();
         assert_eq!(f.token, "a.b.c");
     }
 

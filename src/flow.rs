@@ -337,7 +337,11 @@ fn evaluate_deny_rule(
 }
 
 /// The one token the request carries for `candidates`, if any.
-fn find(cfg: &Config, candidates: &[usize], req: &Request<'_>) -> Result<Option<Found>, Stop> {
+fn find<'r>(
+    cfg: &Config,
+    candidates: &[usize],
+    req: &Request<'r>,
+) -> Result<Option<Found<'r>>, Stop> {
     let sources = candidates
         .iter()
         .filter_map(|&i| cfg.providers.get(i))

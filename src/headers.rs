@@ -14,8 +14,9 @@
 pub struct HeaderSnapshot {
     /// The host's buffer, and values the filter set since, appended.
     buf: Vec<u8>,
-    /// Where each header's name and value are in `buf`, in request order.
-    spans: Vec<Span>,
+    /// Where each header's name and value are in `buf`, in request order (inline: a
+    /// request rarely has more than 16 headers).
+    spans: smallvec::SmallVec<[Span; 16]>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +37,7 @@ impl HeaderSnapshot {
     /// [`HeaderSnapshot::parse`], keeping the host's buffer itself.
     pub fn from_wire(buf: Vec<u8>) -> HeaderSnapshot {
         let count = read_u32(&buf, 0).unwrap_or(0);
-        let mut spans = Vec::with_capacity(count.min(buf.len() / 10));
+        let mut spans = smallvec::SmallVec::new();
         let mut fixed_names: Vec<(usize, String)> = Vec::new();
         let mut data = 4usize.saturating_add(count.saturating_mul(8));
         for i in 0..count {
@@ -130,6 +131,16 @@ impl HeaderSnapshot {
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
+    /// [`HeaderSnapshot::get_all_spellings`], borrowing the values that are UTF-8.
+    pub fn get_all_spellings_str<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = std::borrow::Cow<'a, str>> + use<'a, 'n> {
+        self.iter()
+            .filter(move |(n, _)| same_spelling(n, name))
+            .map(|(_, v)| String::from_utf8_lossy(v))
+    }
+
     /// Every (name, value) pair, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.spans
@@ -140,11 +151,11 @@ impl HeaderSnapshot {
     /// The names present, each once, that an upstream could read as one of `wanted` (lower
     /// case): the same name in any case, or with `_` for `-` (CGI, WSGI and Rack map both to
     /// `HTTP_X_NAME`).
-    pub fn names_spelled_as(&self, wanted: &[String]) -> Vec<String> {
+    pub fn names_spelled_as(&self, wanted: &[impl AsRef<str>]) -> Vec<String> {
         // Runs on every request and almost always finds nothing: no allocation then.
         let mut out: Vec<String> = Vec::new();
         for (n, _) in self.iter() {
-            if wanted.iter().any(|w| same_spelling(n, w)) && !out.iter().any(|o| o == n) {
+            if wanted.iter().any(|w| same_spelling(n, w.as_ref())) && !out.iter().any(|o| o == n) {
                 out.push(n.to_string());
             }
         }

@@ -364,8 +364,8 @@ fn space_separated(s: &str) -> impl Iterator<Item = &str> {
 
 /// Scopes the token grants: `scope` (space-delimited, RFC 8693/9068) and `scp` (array or
 /// string, as Azure AD and Okta send it).
-pub fn granted_scopes(claims: &Map<String, Value>) -> Vec<&str> {
-    let mut out = Vec::new();
+pub fn granted_scopes(claims: &Map<String, Value>) -> smallvec::SmallVec<[&str; 8]> {
+    let mut out = smallvec::SmallVec::new();
     for name in ["scope", "scp"] {
         match claims.get(name) {
             Some(Value::String(s)) => out.extend(space_separated(s)),

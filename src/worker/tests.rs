@@ -431,3 +431,85 @@ fn a_header_the_host_cannot_set_or_remove_fails_closed() {
     assert_eq!(b.reply(2).map(|r| r.code()).as_deref(), Some("AUTH_140"));
     assert_eq!(b.host.counter("jwt_guard.denied.AUTH_140"), 1);
 }
+
+/// Counts this thread's allocations while asked to: the other tests run on other threads.
+mod allocations {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNTING: Cell<bool> = const { Cell::new(false) };
+        static COUNT: Cell<usize> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    // SAFETY: forwards every call to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if COUNTING.with(Cell::get) {
+                COUNT.with(|c| c.set(c.get() + 1));
+            }
+            System.alloc(layout)
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout)
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+            if COUNTING.with(Cell::get) {
+                COUNT.with(|c| c.set(c.get() + 1));
+            }
+            System.realloc(ptr, layout, size)
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    /// `f`'s result and how many allocations it made on this thread.
+    pub fn count<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        COUNT.with(|c| c.set(0));
+        COUNTING.with(|c| c.set(true));
+        let out = f();
+        COUNTING.with(|c| c.set(false));
+        (out, COUNT.with(Cell::get))
+    }
+}
+
+#[test]
+fn a_cached_allowed_request_allocates_nothing_in_the_filter() {
+    // Allocations are most of what a decision costs inside a VM; the host's copy of the
+    // headers (made by the fake host here too) is the one left.
+    let v = json!({"providers": [{"name": "corp", "issuer": ISS, "audiences": [AUD],
+                                  "local_jwks": {"inline": jwks_json()}}],
+                   "crypto": "rust",
+                   "rules": [{"match": {"path_prefix": "/"}, "require": {"scopes": ["workflow:read"]}}]});
+    let cfg = Config::from_json(v.to_string().as_bytes()).unwrap();
+    let proxy = Proxy::new(NOW as u64 * 1000);
+    let mut node = Node::new(&proxy, cfg);
+    let token = mint(Alg::Es256, Some("ec1"), &claims(NOW));
+    assert_eq!(
+        node.send(10, Some(&token)),
+        Next::Continue,
+        "verified and cached"
+    );
+    let auth = format!("Bearer {token}");
+    node.host.begin(
+        11,
+        &[
+            (":method", "GET"),
+            (":path", "/x"),
+            (":authority", "api"),
+            ("authorization", &auth),
+        ],
+    );
+    let host_copies = allocations::count(|| crate::host::Host::request_headers(&*node.host)).1;
+    let (next, made) = allocations::count(|| node.worker.on_request_headers(11));
+    assert_eq!(next, Next::Continue);
+    assert_eq!(
+        made, host_copies,
+        "allocations beyond the host's copy of the headers"
+    );
+}
