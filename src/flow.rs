@@ -123,11 +123,8 @@ pub struct Runtime<'a> {
 /// and the filter cannot know which, so the strictest decides. Then every deny rule that
 /// some reading matches is checked.
 pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcome {
-    let rules = cfg.rules.iter().enumerate();
-    let routes = rules
-        .clone()
-        .filter(|(_, r)| !r.is_deny_rule())
-        .map(|(i, r)| (i, &r.matcher));
+    let (routes, denies) = cfg.rules.split_at(cfg.route_rules.min(cfg.rules.len()));
+    let routes = routes.iter().map(|r| &r.matcher).enumerate();
     let (t, m, a, p, h) = (
         cfg.matcher_traits,
         req.method,
@@ -135,13 +132,15 @@ pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcom
         req.path,
         req.headers,
     );
-    let selected = if cfg.has_deny_rules {
-        let denies = rules
-            .filter(|(_, r)| r.is_deny_rule())
-            .map(|(i, r)| (i, &r.matcher));
-        select_rules(routes, denies, t, m, a, p, h)
-    } else {
+    let selected = if denies.is_empty() {
         select_rules(routes, std::iter::empty(), t, m, a, p, h)
+    } else {
+        let first = cfg.route_rules;
+        let denies = denies
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (first + i, &r.matcher));
+        select_rules(routes, denies, t, m, a, p, h)
     };
     let mut allowed: Option<Allowed> = None;
     for rule in selected.routes {
@@ -1090,7 +1089,7 @@ mod tests {
         match &legacy {
             Outcome::Deny(d) => {
                 assert_eq!(d.denial.code, DenyCode::DenyRule);
-                assert_eq!(d.rule, Some(0));
+                assert_eq!(cfg.rules[d.rule.unwrap()].name, "no-legacy");
                 assert!(d.identity.is_some(), "kept for the audit line");
             }
             o => panic!("{o:?}"),

@@ -333,15 +333,19 @@ impl Matcher {
         fold: bool,
         headers: &HeaderSnapshot,
     ) -> Fit {
-        let fit = Fit::of(
-            self.path.matches(path, fold || self.ignore_case)
-                && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
-                && self.host.as_ref().is_none_or(|h| h.matches(host)),
-        );
+        let request_line = self.path.matches(path, fold || self.ignore_case)
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && self.host.as_ref().is_none_or(|h| h.matches(host));
+        if !request_line {
+            return Fit::No;
+        }
+        if self.headers.is_empty() && self.not.is_none() {
+            return Fit::Yes;
+        }
         let fit = self
             .headers
             .iter()
-            .fold(fit, |f, h| f.and(|| h.fit(headers)));
+            .fold(Fit::Yes, |f, h| f.and(|| h.fit(headers)));
         match &self.not {
             None => fit,
             Some(not) => fit.and(|| not.matches(method, host, path, fold, headers).not()),
