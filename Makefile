@@ -2,6 +2,7 @@
 #   make run    build the filter and start the demo (Envoy + filter + a local IdP)
 #   make test   unit tests, then end-to-end tests through the real Envoy
 #   make bench  side-by-side throughput against Envoy's native jwt_authn
+#   make release  dist/: the .wasm, its sha256, and an OCI image for Istio / Envoy Gateway
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
@@ -51,7 +52,8 @@ $(EXPRESS_DIR)/node_modules/.installed: $(EXPRESS_DIR)/package.json $(EXPRESS_DI
 	cd $(EXPRESS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Flask comes with the venv (tests/requirements.txt).
+# Flask comes with the venv (tests/requirements.txt); the Debian packages are E2E_DEBS
+# (the upstreams and the release test's OCI tools).
 upstream-deps: venv $(VENV)/.e2e-debs $(EXPRESS_DIR)/node_modules/.installed
 
 setup: wasm-target venv node-deps upstream-deps
