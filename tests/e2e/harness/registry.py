@@ -10,6 +10,7 @@ import tempfile
 
 import yaml
 
+from .envoy import _die_with_parent
 from .logfile import LogFile
 from .waiting import free_port, wait_for
 
@@ -44,7 +45,8 @@ class Registry(LogFile):
             raise AssertionError(f"{REGISTRY} is missing: `make test-e2e` installs docker-registry")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen([REGISTRY, "serve", self.config_path],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent)
 
         def ready():
             if self.proc.poll() is not None:
