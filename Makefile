@@ -2,6 +2,7 @@
 #   make run    build the filter and start the demo (Envoy + filter + a local IdP)
 #   make test   unit tests, then end-to-end tests through the real Envoy
 #   make bench  side-by-side throughput against Envoy's native jwt_authn
+#   make release  dist/: the .wasm, its sha256, and an OCI image for Istio / Envoy Gateway
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
@@ -15,8 +16,13 @@ EXPRESS_DIR := tests/e2e/upstreams/express
 # Debian packages of the real upstreams in the e2e tests: Tomcat without its system service
 # (tomcat10-common, not tomcat10) and javac for the servlet.
 UPSTREAM_DEBS := tomcat10-common default-jdk-headless
+# The release test's OCI tools: skopeo reads the image layout and copies it to and from a
+# registry on loopback (docker-registry, run by the test itself).
+OCI_DEBS := skopeo docker-registry
+E2E_DEBS := $(UPSTREAM_DEBS) $(OCI_DEBS)
+DIST := dist
 
-.PHONY: build setup venv node-deps upstream-deps wasm-target test test-unit test-host test-e2e run bench bench-micro bench-wasm fmt lint clean
+.PHONY: build release setup venv node-deps upstream-deps wasm-target test test-unit test-host test-e2e run bench bench-micro bench-wasm fmt lint clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -34,9 +40,9 @@ $(IDP_DIR)/node_modules/.installed: $(IDP_DIR)/package.json $(IDP_DIR)/package-l
 node-deps: $(IDP_DIR)/node_modules/.installed
 
 # apt-get (as root) only for what is missing, and `apt-get update` only then; re-checked
-# (dpkg -s, fast) when the Makefile changes, so a new entry in UPSTREAM_DEBS gets installed.
-$(VENV)/.upstream-debs: Makefile | $(VENV)/.installed
-	@missing=$$(for p in $(UPSTREAM_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# (dpkg -s, fast) when the Makefile changes, so a new entry in E2E_DEBS gets installed.
+$(VENV)/.e2e-debs: Makefile | $(VENV)/.installed
+	@missing=$$(for p in $(E2E_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
@@ -46,8 +52,9 @@ $(EXPRESS_DIR)/node_modules/.installed: $(EXPRESS_DIR)/package.json $(EXPRESS_DI
 	cd $(EXPRESS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Flask comes with the venv (tests/requirements.txt).
-upstream-deps: venv $(VENV)/.upstream-debs $(EXPRESS_DIR)/node_modules/.installed
+# Flask comes with the venv (tests/requirements.txt); the Debian packages are E2E_DEBS
+# (the upstreams and the release test's OCI tools).
+upstream-deps: venv $(VENV)/.e2e-debs $(EXPRESS_DIR)/node_modules/.installed
 
 setup: wasm-target venv node-deps upstream-deps
 
@@ -57,6 +64,16 @@ build: wasm-target
 	cargo build --release --target $(WASM_TARGET)
 	python3 tools/trim_exports.py $(WASM)
 	@ls -l $(WASM)
+
+# dist/: the .wasm, its sha256, and an OCI image of it (Wasm image spec, "compat" variant:
+# one tar+gzip layer holding plugin.wasm) as an image layout and a tar of that layout, the
+# format Istio's WasmPlugin and Envoy Gateway pull. Reproducible: same .wasm, same digests.
+release: build venv
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	cp $(WASM) $(DIST)/jwt_guard.wasm
+	cd $(DIST) && sha256sum jwt_guard.wasm > jwt_guard.wasm.sha256
+	$(PY) tools/oci_image.py --wasm $(DIST)/jwt_guard.wasm --cargo-toml Cargo.toml \
+		--layout $(DIST)/oci --archive $(DIST)/jwt-guard-oci.tar
 
 # The shared fixtures (src/testkit.rs) are a feature so that tests/, benches and examples
 # use them too.
@@ -68,8 +85,9 @@ test-unit:
 test-host: build
 	JWT_GUARD_WASM=$(abspath $(WASM)) cargo test --locked --manifest-path hosts/wasmtime/Cargo.toml
 
-test-e2e: build venv node-deps upstream-deps
-	JWT_GUARD_WASM=$(abspath $(WASM)) ENVOY_BIN=$(abspath $(ENVOY)) $(PY) -m pytest -q tests/e2e
+test-e2e: release venv node-deps upstream-deps
+	JWT_GUARD_WASM=$(abspath $(WASM)) JWT_GUARD_DIST=$(abspath $(DIST)) ENVOY_BIN=$(abspath $(ENVOY)) \
+		$(PY) -m pytest -q tests/e2e
 
 test: test-unit test-host test-e2e
 
@@ -100,4 +118,4 @@ lint: wasm-target
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(IDP_DIR)/node_modules $(EXPRESS_DIR)/node_modules hosts/wasmtime/target
+	rm -rf $(DIST) $(VENV) $(IDP_DIR)/node_modules $(EXPRESS_DIR)/node_modules hosts/wasmtime/target

@@ -6,7 +6,8 @@ Everything listens on 127.0.0.1 on free ports; every wait is a bounded poll."""
 
 from .client import Response, request
 from .envoy import (ENVOY, ENVOY_DEFAULT_HCM, RECOMMENDED_HCM, RUNNING, WASM, Envoy, bootstrap,
-                    run_envoy_expecting_failure, static_cluster)
+                    run_envoy_expecting_failure, static_cluster, wasm_filter)
+from .registry import Registry
 from .servers import ControlledServer, EchoUpstream
 from .tokens import Key, b64url, claims, forge, hs256_keyed_with_public_key, jwks
 from .upstreams import ExpressUpstream, FlaskUpstream, ServletUpstream
@@ -14,7 +15,7 @@ from .waiting import free_port, wait_for
 
 __all__ = [
     "ENVOY", "ENVOY_DEFAULT_HCM", "RECOMMENDED_HCM", "RUNNING", "WASM", "ControlledServer", "EchoUpstream", "Envoy", "ExpressUpstream",
-    "FlaskUpstream", "Key", "Response", "ServletUpstream",
+    "FlaskUpstream", "Key", "Registry", "Response", "ServletUpstream",
     "b64url", "bootstrap", "claims", "forge", "free_port", "hs256_keyed_with_public_key", "jwks",
-    "request", "run_envoy_expecting_failure", "static_cluster", "wait_for",
+    "request", "run_envoy_expecting_failure", "static_cluster", "wait_for", "wasm_filter",
 ]

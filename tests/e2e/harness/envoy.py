@@ -49,8 +49,9 @@ def static_cluster(name, port):
     }
 
 
-def wasm_filter(plugin):
-    """The filter as CONTRACT.md loads it; `plugin` is a dict (sent as JSON) or raw text."""
+def wasm_filter(plugin, wasm=None):
+    """The filter as CONTRACT.md loads it; `plugin` is a dict (sent as JSON) or raw text;
+    `wasm` another module file than the one under test (the release image's, say)."""
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -61,7 +62,7 @@ def wasm_filter(plugin):
                 "vm_config": {
                     "vm_id": "jwt_guard",
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": WASM}},
+                    "code": {"local": {"filename": wasm or WASM}},
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
