@@ -84,6 +84,8 @@ def status_kb(pid: int) -> dict:
 
 def cmd_mem(args) -> int:
     snap = {"label": args.label, **status_kb(args.pid)}
+    if args.startup:
+        snap["startup_s"] = float(args.startup)
     try:
         snap["tcmalloc"] = json.loads(admin_get(args.admin, "/memory"))
     except (OSError, ValueError):
@@ -322,6 +324,10 @@ def cmd_table(args) -> int:
     if end:
         mlines.append(f"- Envoy RSS after all runs: {end['VmRSS'] / 1024:.1f} MiB "
                       f"(peak {end.get('VmHWM', 0) / 1024:.1f} MiB)")
+    starts = {label: snap["startup_s"] for label, snap in mem.items() if "startup_s" in snap}
+    if "baseline-ready" in starts and "full-ready" in starts:
+        mlines.append(f"- Start-up (launch to admin /ready): without the wasm listeners "
+                      f"{starts['baseline-ready']:.2f} s, with them {starts['full-ready']:.2f} s")
     memory = "\n".join(mlines)
 
     envoy_v = tool_version([os.environ.get("ENVOY_BIN", "envoy"), "--version"])
@@ -371,6 +377,7 @@ def main() -> int:
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--admin", required=True)
     p.add_argument("--label", required=True)
+    p.add_argument("--startup", default="", help="seconds from launch to ready, if just started")
     p.add_argument("--out", required=True)
     p = sub.add_parser("table")
     p.add_argument("--out", required=True)

@@ -93,8 +93,9 @@ trap 'exit 130' INT TERM
 
 # start_envoy NAME CONFIG: starts Envoy, waits for admin /ready and every listener.
 start_envoy() {
-  local name=$1 cfg=$2 addr_file=$OUT/$1.admin-address deadline
+  local name=$1 cfg=$2 addr_file=$OUT/$1.admin-address deadline t0
   rm -f "$addr_file"
+  t0=$(date +%s.%N)
   "${ENVOY_CPU[@]}" "$ENVOY_BIN" -c "$cfg" --concurrency 1 --disable-hot-restart \
     --admin-address-path "$addr_file" -l warning >"$OUT/envoy-$name.log" 2>&1 &
   ENVOY_PID=$!
@@ -109,6 +110,9 @@ start_envoy() {
     sleep 0.1
   done
   ADMIN=$(cat "$addr_file")
+  # Start-up: launch to admin /ready (every listener's filters configured: for the wasm
+  # listeners, the VMs created and the plugin config loaded).
+  STARTUP_S=$(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.2f", t1 - t0 }')
   PORT=()
   local l p
   while read -r l p; do PORT[$l]=$p; done < <("$PYTHON" "$BENCH/report.py" ports "$ADMIN")
@@ -156,18 +160,20 @@ gen_config() { # OUTFILE LISTENERS
 gen_config "$OUT/envoy.json" "$LISTENERS"
 gen_config "$OUT/envoy-baseline.json" "$(IFS=,; echo "${BASE_LIST[*]}")"
 
-mem() { "$PYTHON" "$BENCH/report.py" mem --pid "$ENVOY_PID" --admin "$ADMIN" --label "$1" --out "$OUT/memory.jsonl"; }
+mem() { "$PYTHON" "$BENCH/report.py" mem --pid "$ENVOY_PID" --admin "$ADMIN" --label "$1" --startup "${STARTUP_S:-}" --out "$OUT/memory.jsonl"; }
 
 # ---- memory baseline: the same Envoy without the wasm listeners ----------------------
 if (( HAS_WASM )); then
   start_envoy baseline "$OUT/envoy-baseline.json"
   mem baseline-ready
+  STARTUP_S=""
   stop_envoy
 fi
 
 # ---- the bench -----------------------------------------------------------------------
 start_envoy bench "$OUT/envoy.json"
 mem full-ready
+STARTUP_S=""
 
 ONE_ES=$(head -n1 "$OUT/tokens/es256-one.txt")
 ONE_RS=$(head -n1 "$OUT/tokens/rs256-one.txt")
