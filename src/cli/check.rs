@@ -62,7 +62,7 @@ pub fn check(bytes: &[u8]) -> CheckReport {
         Ok(config) => {
             // It loaded, so it is JSON.
             let raw: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-            let warnings = lint::lint(&config, &raw)
+            let mut warnings: Vec<Finding> = lint::lint(&config, &raw)
                 .into_iter()
                 .map(|w| Finding {
                     code: w.kind.code(),
@@ -71,6 +71,8 @@ pub fn check(bytes: &[u8]) -> CheckReport {
                     message: w.message,
                 })
                 .collect();
+            // In file order, as a reader goes through it.
+            warnings.sort_by_key(|w| w.position.map(|p| (p.line, p.column)));
             CheckReport {
                 error: None,
                 warnings,

@@ -439,8 +439,8 @@ fn providers_without_audience_check(config: &Config, out: &mut Vec<Warning>) {
             WarningKind::NoAudienceCheck,
             format!("providers[{i}].audiences"),
             format!(
-                "\"any\": the audience is not checked, so a token {:?} minted for any other \
-                 service passes too{which}",
+                "\"any\": the audience is not checked, so a token its issuer ({:?}) minted \
+                 for any other service passes too{which}",
                 p.accepts.issuer
             ),
         ));
