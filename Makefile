@@ -2,11 +2,13 @@
 #   make run    build the filter and start the demo (Envoy + filter + a local IdP)
 #   make test   unit tests, then end-to-end tests through the real Envoy
 #   make bench  side-by-side throughput against Envoy's native jwt_authn
+#   make cli    the native jwt-guard command (check, explain, schema)
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/jwt_guard.wasm
+CLI := target/release/jwt-guard
 VENV := .venv
 PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
@@ -16,7 +18,7 @@ EXPRESS_DIR := tests/e2e/upstreams/express
 # (tomcat10-common, not tomcat10) and javac for the servlet.
 UPSTREAM_DEBS := tomcat10-common default-jdk-headless
 
-.PHONY: build setup venv node-deps upstream-deps wasm-target test test-unit test-host test-e2e run bench bench-micro bench-wasm fmt lint clean
+.PHONY: build cli setup venv node-deps upstream-deps wasm-target test test-unit test-host test-e2e run bench bench-micro bench-wasm fmt lint clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -55,18 +57,25 @@ build: wasm-target
 	cargo build --release --target $(WASM_TARGET)
 	@ls -l $(WASM)
 
+# The native CLI, from the same crate: `cli` is a feature, so the wasm filter never
+# compiles clap or schemars.
+cli:
+	cargo build --release --features cli --bin jwt-guard
+	@ls -l $(CLI)
+
 # The shared fixtures (src/testkit.rs) are a feature so that tests/, benches and examples
-# use them too.
+# use them too; `cli` adds the CLI's modules and binary.
 test-unit:
-	cargo test --all-targets --features testkit
+	cargo test --all-targets --features testkit,cli
 
 # The built .wasm on a second proxy-wasm host: wasmtime, natively (hosts/wasmtime/, its
 # own Cargo workspace, so test-unit never compiles wasmtime).
 test-host: build
 	JWT_GUARD_WASM=$(abspath $(WASM)) cargo test --locked --manifest-path hosts/wasmtime/Cargo.toml
 
-test-e2e: build venv node-deps upstream-deps
-	JWT_GUARD_WASM=$(abspath $(WASM)) ENVOY_BIN=$(abspath $(ENVOY)) $(PY) -m pytest -q tests/e2e
+# The CLI too: tests/e2e/test_cli.py compares its decisions with Envoy's.
+test-e2e: build cli venv node-deps upstream-deps
+	JWT_GUARD_WASM=$(abspath $(WASM)) JWT_GUARD_CLI=$(abspath $(CLI)) ENVOY_BIN=$(abspath $(ENVOY)) $(PY) -m pytest -q tests/e2e
 
 test: test-unit test-host test-e2e
 
@@ -92,7 +101,7 @@ fmt:
 lint: wasm-target
 	cargo fmt --check
 	cargo fmt --check --manifest-path hosts/wasmtime/Cargo.toml
-	cargo clippy --all-targets --features testkit -- -D warnings
+	cargo clippy --all-targets --features testkit,cli -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
 
 clean:

@@ -27,8 +27,38 @@ pub fn plugin_config_schema() -> Value {
             ),
         );
         tidy_definition_names(root);
+        for (definition, field) in REQUIRED_AT_LOAD {
+            require(root, definition, field);
+        }
     }
     schema
+}
+
+/// Fields serde lets be absent so that the filter's loading can refuse them with an
+/// explanation, but that a config must have.
+const REQUIRED_AT_LOAD: [(&str, &str); 1] = [("Provider", "audiences")];
+
+fn require(root: &mut Map<String, Value>, definition: &str, field: &str) {
+    let Some(Value::Object(def)) = root
+        .get_mut("definitions")
+        .and_then(|d| d.get_mut(definition))
+    else {
+        return;
+    };
+    let required = def
+        .entry("required")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(list) = required {
+        if !list.iter().any(|v| v == field) {
+            list.push(Value::String(field.into()));
+        }
+    }
+    // `Option`'s `null` is no answer either.
+    if let Some(Value::Object(prop)) = def.get_mut("properties").and_then(|p| p.get_mut(field)) {
+        if let Some(Value::Array(any_of)) = prop.get_mut("anyOf") {
+            any_of.retain(|s| s.get("type") != Some(&Value::String("null".into())));
+        }
+    }
 }
 
 /// The schema as the checked-in file holds it: pretty-printed, with a final newline.
@@ -112,6 +142,9 @@ mod tests {
         assert_eq!(provider["additionalProperties"], Value::Bool(false));
         let required = provider["required"].as_array().unwrap();
         assert!(required.contains(&"issuer".into()), "{required:?}");
+        assert!(required.contains(&"audiences".into()), "{required:?}");
+        let audiences = provider["properties"]["audiences"].to_string();
+        assert!(!audiences.contains("null"), "{audiences}");
         assert!(provider["properties"]["issuer"]["description"].is_string());
         let text = s.to_string();
         assert!(!text.contains("#/definitions/Raw"), "{text}");

@@ -166,7 +166,6 @@ pub(crate) struct RawProvider {
     /// Required: `aud` must contain one of these, or "any" to skip the check (then a token
     /// the same issuer minted for any other service passes too).
     #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(required))]
     pub(crate) audiences: Option<RawAudiences>,
     /// Accepted `typ` header values, e.g. ["at+jwt"]; empty: `typ` is not checked.
     #[serde(default)]
