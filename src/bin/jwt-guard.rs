@@ -302,3 +302,43 @@ fn jwks_spec(spec: &str) -> Result<(Option<String>, String), String> {
         _ => Err(format!("--jwks {spec}: no such file")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_name_colon_value() {
+        assert_eq!(
+            parse_header("X-Thing:  a: b "),
+            Ok(("X-Thing".into(), "a: b".into()))
+        );
+        assert_eq!(
+            parse_header(":authority: api.example.com"),
+            Ok((":authority".into(), "api.example.com".into()))
+        );
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header(": x").is_err());
+    }
+
+    #[test]
+    fn tokens_from_the_argument_or_a_file() {
+        assert_eq!(read_token("a.b.c"), Ok("a.b.c".into()));
+        assert_eq!(read_token("Bearer a.b.c"), Ok("a.b.c".into()));
+        let dir = std::env::temp_dir().join(format!("jwt-guard-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.jwt");
+        std::fs::write(&file, "x.y.z\n").unwrap();
+        let path = file.to_str().unwrap();
+        assert_eq!(read_token(path), Ok("x.y.z".into()));
+        assert_eq!(read_token(&format!("@{path}")), Ok("x.y.z".into()));
+        assert!(read_token("@/nonexistent/t.jwt").is_err());
+        assert_eq!(jwks_spec(path), Ok((None, path.to_string())));
+        assert_eq!(
+            jwks_spec(&format!("corp={path}")),
+            Ok((Some("corp".into()), path.to_string()))
+        );
+        assert!(jwks_spec("/nonexistent/jwks.json").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

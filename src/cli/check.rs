@@ -46,7 +46,7 @@ impl CheckReport {
 
     /// Exit 0: valid, and without warnings when `strict`.
     pub fn passes(&self, strict: bool) -> bool {
-        self.valid() && !(strict && !self.warnings.is_empty())
+        self.valid() && (!strict || self.warnings.is_empty())
     }
 }
 

@@ -290,7 +290,7 @@ pub fn explain(
             Some(r.status),
             serde_json::from_str::<Value>(&r.body)
                 .ok()
-                .and_then(|b| b["code"].as_str().map(str::to_string)),
+                .and_then(|b| field(&b, "code").as_str().map(str::to_string)),
             r.headers.clone(),
             Some(r.body.clone()),
         ),
@@ -368,7 +368,7 @@ fn request_headers(cfg: &Config, req: &ExplainRequest) -> Vec<(String, String)> 
 /// Where the provider whose issuer the token names reads tokens first; `Authorization:
 /// Bearer` when none does.
 fn token_source_for(cfg: &Config, token: &str) -> TokenSource {
-    let iss = decode(token).and_then(|t| t.claims["iss"].as_str().map(str::to_string));
+    let iss = decode(token).and_then(|t| field(&t.claims, "iss").as_str().map(str::to_string));
     cfg.providers
         .iter()
         .find(|p| Some(&p.accepts.issuer) == iss.as_ref())
@@ -634,7 +634,7 @@ fn requirement_view(
         view.token.push_str(", but it does not decode as a JWT");
         return view;
     };
-    let iss = decoded.claims["iss"].as_str();
+    let iss = field(&decoded.claims, "iss").as_str();
     let Some(index) = req
         .providers
         .iter()
@@ -655,7 +655,7 @@ fn requirement_view(
         .audiences
         .clone()
         .unwrap_or_else(|| provider.audiences.clone());
-    view.audiences = Some((accepted, decoded.claims["aud"].clone()));
+    view.audiences = Some((accepted, field(&decoded.claims, "aud").clone()));
     let Some(claims) = decoded.claims.as_object() else {
         return view;
     };
@@ -714,35 +714,40 @@ fn duration_text(s: u64) -> String {
 fn token_summary(t: &TokenView, now_s: u64) -> String {
     let mut parts = Vec::new();
     for (field, v) in [
-        ("alg", &t.header["alg"]),
-        ("kid", &t.header["kid"]),
-        ("typ", &t.header["typ"]),
+        ("alg", field(&t.header, "alg")),
+        ("kid", field(&t.header, "kid")),
+        ("typ", field(&t.header, "typ")),
     ] {
         if !v.is_null() {
             parts.push(format!("{field} {v}"));
         }
     }
     for claim in ["iss", "sub", "aud", "azp", "client_id", "scope", "scp"] {
-        let v = &t.claims[claim];
+        let v = field(&t.claims, claim);
         if !v.is_null() {
             parts.push(format!("{claim} {v}"));
         }
     }
     let now = i64::try_from(now_s).unwrap_or(i64::MAX);
-    if let Some(exp) = t.claims["exp"].as_i64() {
+    if let Some(exp) = field(&t.claims, "exp").as_i64() {
         parts.push(if exp >= now {
             format!("expires in {}", duration_text(exp.abs_diff(now)))
         } else {
             format!("expired {} ago", duration_text(now.abs_diff(exp)))
         });
     }
-    if let Some(nbf) = t.claims["nbf"].as_i64().filter(|n| *n > now) {
+    if let Some(nbf) = field(&t.claims, "nbf").as_i64().filter(|n| *n > now) {
         parts.push(format!(
             "not valid for {} more",
             duration_text(nbf.abs_diff(now))
         ));
     }
     parts.join(", ")
+}
+
+/// `v[key]`, `null` when absent.
+fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
 }
 
 fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

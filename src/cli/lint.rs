@@ -138,8 +138,18 @@ fn rule_ref(config: &Config, i: usize) -> String {
     }
 }
 
+/// `v[key]`, `null` when absent (indexing is not allowed here, even where it cannot panic).
+fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
+}
+
+/// Raw rule `i`'s field `key`, if written.
+fn rule_field<'a>(raw: &'a Value, i: usize, key: &str) -> Option<&'a Value> {
+    field(raw, "rules").get(i)?.get(key)
+}
+
 fn has_match(raw: &Value, i: usize) -> bool {
-    raw["rules"][i].get("match").is_some()
+    rule_field(raw, i, "match").is_some()
 }
 
 fn rules_without_match(config: &Config, raw: &Value, out: &mut Vec<Warning>) {
@@ -198,7 +208,7 @@ fn duplicate_rule_names(config: &Config, raw: &Value, out: &mut Vec<Warning>) {
             .take(j)
             .position(|r| r.name == rule.name);
         let Some(i) = first else { continue };
-        let path = if raw["rules"][j].get("name").is_some() {
+        let path = if rule_field(raw, j, "name").is_some() {
             format!("rules[{j}].name")
         } else {
             format!("rules[{j}]")
@@ -369,18 +379,21 @@ pub fn host_problem(h: &HostMatch) -> Option<String> {
 /// `10.0.0.1/8`: the filter reads it as `10.0.0.0/8`, which is rarely what was meant.
 fn cidrs_with_host_bits(raw: &Value, out: &mut Vec<Warning>) {
     let mut places = Vec::new();
-    for (i, p) in array(&raw["providers"]).iter().enumerate() {
-        places.push((format!("providers[{i}].ip_bindings"), &p["ip_bindings"]));
+    for (i, p) in array(field(raw, "providers")).iter().enumerate() {
+        places.push((
+            format!("providers[{i}].ip_bindings"),
+            field(p, "ip_bindings"),
+        ));
     }
-    for (i, r) in array(&raw["rules"]).iter().enumerate() {
+    for (i, r) in array(field(raw, "rules")).iter().enumerate() {
         places.push((
             format!("rules[{i}].require.ip_bindings"),
-            &r["require"]["ip_bindings"],
+            field(field(r, "require"), "ip_bindings"),
         ));
     }
     for (at, bindings) in places {
         for (j, b) in array(bindings).iter().enumerate() {
-            for (k, c) in array(&b["cidrs"]).iter().enumerate() {
+            for (k, c) in array(field(b, "cidrs")).iter().enumerate() {
                 let Some(net) = c.as_str().and_then(|s| s.parse::<IpNet>().ok()) else {
                     continue;
                 };

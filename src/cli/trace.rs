@@ -224,7 +224,7 @@ mod tests {
         fn pick<'a>(&mut self, from: &'a [&'a str]) -> Vec<String> {
             let mut out: Vec<String> = from
                 .iter()
-                .filter(|_| self.next() % 2 == 0)
+                .filter(|_| self.next().is_multiple_of(2))
                 .map(|s| s.to_string())
                 .collect();
             if out.is_empty() {
@@ -238,18 +238,18 @@ mod tests {
 
     fn leaf(r: &mut Rng) -> Check {
         match r.below(5) {
-            0 => Check::Providers(if r.next() % 2 == 0 {
+            0 => Check::Providers(if r.next().is_multiple_of(2) {
                 vec![0]
             } else {
                 vec![1, 0]
             }),
             1 => Check::Scopes {
                 names: r.pick(&NAMES),
-                any: r.next() % 2 == 0,
+                any: r.next().is_multiple_of(2),
             },
             2 => Check::Roles {
                 names: r.pick(&["admin", "api:reader", "x"]),
-                any: r.next() % 2 == 0,
+                any: r.next().is_multiple_of(2),
             },
             3 => Check::Principals(Principals(vec![(
                 ClaimPath::parse("sub").unwrap(),
@@ -263,12 +263,12 @@ mod tests {
     }
 
     fn tree(r: &mut Rng, depth: u32) -> Check {
-        if depth == 0 || r.next() % 3 == 0 {
+        if depth == 0 || r.next().is_multiple_of(3) {
             return leaf(r);
         }
         let n = 1 + r.below(3);
         let children = (0..n).map(|_| tree(r, depth - 1)).collect();
-        if r.next() % 2 == 0 {
+        if r.next().is_multiple_of(2) {
             Check::All(children)
         } else {
             Check::Any(children)
@@ -277,19 +277,19 @@ mod tests {
 
     fn claims(r: &mut Rng) -> Map<String, Value> {
         let mut c = Map::new();
-        if r.next() % 4 != 0 {
+        if !r.next().is_multiple_of(4) {
             c.insert("scope".into(), json!(r.pick(&NAMES).join(" ")));
         }
-        if r.next() % 3 == 0 {
+        if r.next().is_multiple_of(3) {
             c.insert("scp".into(), json!(r.pick(&NAMES)));
         }
-        if r.next() % 2 == 0 {
+        if r.next().is_multiple_of(2) {
             c.insert(
                 "realm_access".into(),
                 json!({"roles": r.pick(&["admin", "x", "y"])}),
             );
         }
-        if r.next() % 2 == 0 {
+        if r.next().is_multiple_of(2) {
             c.insert(
                 "resource_access".into(),
                 json!({"api": {"roles": r.pick(&["reader", "writer"])}}),

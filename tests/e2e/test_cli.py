@@ -156,3 +156,17 @@ def test_check_places_the_error_envoy_refuses(setup, upstream, tmp_path):
     assert "providers[0].remote_jwks.cluster: must name an Envoy cluster" in p.stdout
     code, log = harness.run_envoy_expecting_failure(config, upstream.port, {"idp": 1})
     assert code != 0 and "must name an Envoy cluster" in log
+
+
+def test_exit_codes_for_usage_errors(setup, tmp_path):
+    """2: a file that cannot be read, a missing argument, a config explain cannot run."""
+    _, files = setup
+    assert harness.run_cli("check", tmp_path / "absent.json").returncode == 2
+    assert harness.run_cli("explain", "--path", "/").returncode == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"providers": []}')
+    p = harness.run_cli("explain", "--config", bad, "--path", "/")
+    assert p.returncode == 2
+    assert "providers: at least one provider is required" in p.stderr
+    strict = harness.run_cli("check", "--strict", files / "config.json")
+    assert strict.returncode == 0, strict.stdout
