@@ -170,6 +170,9 @@ pub struct KeysNote {
 /// Everything `explain` says.
 #[derive(Debug, Clone)]
 pub struct Explanation {
+    /// The token in the request, shown as `<token>` wherever a header carries it: the
+    /// output goes to CI logs.
+    pub token_text: Option<String>,
     /// The request's headers as the filter received them.
     pub request_headers: Vec<(String, String)>,
     pub source: Option<String>,
@@ -283,7 +286,8 @@ pub fn explain(
     let snapshot = decision_headers(&cfg, &request_headers);
     let source = client_address(cfg.client_address, peer.as_deref(), &snapshot);
     let selected = selected_rules(&cfg, &snapshot, source);
-    let token = token_in_request(&cfg, &snapshot).and_then(|t| decode(&t));
+    let token_text = token_in_request(&cfg, &snapshot).or_else(|| req.token.clone());
+    let token = token_text.as_deref().and_then(decode);
 
     let (status, code, reply_headers, body) = match &held.reply {
         Some(r) => (
@@ -302,6 +306,7 @@ pub fn explain(
         (Vec::new(), Vec::new(), Vec::new())
     };
     Ok(Explanation {
+        token_text,
         request_headers,
         source: peer,
         now_s: req.now_s,
@@ -424,8 +429,11 @@ fn answer_callouts(host: &OfflineHost, worker: &mut Worker, cfg: &Config, jwks: 
         if callouts.is_empty() {
             return;
         }
+        // Each provider has one fetch in flight at a time: two providers with the same
+        // URI and cluster are told apart by taking them in turn.
+        let mut answered = Vec::new();
         for c in callouts {
-            let (status, body) = answer(cfg, jwks, &c);
+            let (status, body) = answer(cfg, jwks, &c, &mut answered);
             host.answering(&[(":status", status)], &body, || {
                 worker.on_http_call_response(c.token, body.len())
             });
@@ -435,7 +443,12 @@ fn answer_callouts(host: &OfflineHost, worker: &mut Worker, cfg: &Config, jwks: 
 
 /// The answer to one key fetch: a JWKS file, a discovery document leading to it, or the
 /// failure of an IdP that cannot be reached.
-fn answer(cfg: &Config, jwks: &JwksAnswers, c: &Callout) -> (&'static str, Vec<u8>) {
+fn answer(
+    cfg: &Config,
+    jwks: &JwksAnswers,
+    c: &Callout,
+    answered: &mut Vec<usize>,
+) -> (&'static str, Vec<u8>) {
     let jwks_answer = |i: usize| {
         let file = cfg
             .providers
@@ -459,12 +472,18 @@ fn answer(cfg: &Config, jwks: &JwksAnswers, c: &Callout) -> (&'static str, Vec<u
         .enumerate()
         .find_map(|(i, p)| match &p.keys {
             KeySource::Remote(r)
-                if r.cluster == c.cluster && r.authority == c.authority && r.path == c.path =>
+                if r.cluster == c.cluster
+                    && r.authority == c.authority
+                    && r.path == c.path
+                    && !answered.contains(&i) =>
             {
                 Some((i, p, r))
             }
             _ => None,
         });
+    if let Some((i, _, _)) = remote {
+        answered.push(i);
+    }
     match remote {
         Some((i, p, r)) if r.discovery => {
             let doc = json!({
@@ -836,6 +855,10 @@ pub fn render_human(e: &Explanation, verbose: bool) -> String {
             out.push_str("upstream  the request as received\n");
         }
         for (k, v) in &e.set_upstream {
+            let v = match e.token_text.as_deref() {
+                Some(t) if !t.is_empty() => v.replace(t, "<token>"),
+                _ => v.clone(),
+            };
             out.push_str(&format!("upstream  sets {k}: {v}\n"));
         }
         for k in &e.removed_upstream {
@@ -896,13 +919,17 @@ fn render_requirement(r: &RequirementView, out: &mut String) {
 
 /// For machines (and the e2e test that compares with Envoy).
 pub fn render_json(e: &Explanation) -> Value {
+    let redact = |v: &str| match e.token_text.as_deref() {
+        Some(t) if !t.is_empty() => v.replace(t, "<token>"),
+        _ => v.to_string(),
+    };
     let pairs = |h: &[(String, String)]| -> Value {
-        Value::Array(h.iter().map(|(k, v)| json!([k, v])).collect())
+        Value::Array(h.iter().map(|(k, v)| json!([k, redact(v)])).collect())
     };
     let map = |h: &[(String, String)]| -> Value {
         let mut m = Map::new();
         for (k, v) in h {
-            m.insert(k.clone(), Value::String(v.clone()));
+            m.insert(k.clone(), Value::String(redact(v)));
         }
         Value::Object(m)
     };
@@ -1026,6 +1053,12 @@ mod tests {
         assert_eq!(tree.map(|t| t.verdict.is_ok()), Some(true));
         let j = render_json(&e);
         assert_eq!(j["decision"], "allow");
+        // The token is never printed, wherever a header carries it.
+        let t = e.token_text.clone().unwrap();
+        assert!(!j.to_string().contains(&t));
+        assert!(j["request"]["headers"]
+            .to_string()
+            .contains("Bearer <token>"));
         assert_eq!(j["upstream"]["set"]["x-jwt-sub"], "svc-a");
         assert_eq!(j["decided_by"]["name"], "read");
     }
@@ -1197,6 +1230,26 @@ mod tests {
             Some("AUTH_100"),
             "corp's header is not read here"
         );
+    }
+
+    #[test]
+    fn two_providers_of_one_jwks_uri_get_their_own_files() {
+        let remote = json!({"uri": "https://idp.example.com/jwks", "cluster": "idp"});
+        let cfg = json!({"providers": [
+            {"name": "a", "issuer": "https://a", "audiences": [AUD], "remote_jwks": remote},
+            {"name": "b", "issuer": ISS, "audiences": [AUD], "remote_jwks": remote}],
+            "rules": [{"match": {"path": "/x"}, "require": {}}]})
+        .to_string();
+        let empty = JwksFile {
+            label: "empty.json".into(),
+            bytes: br#"{"keys": []}"#.to_vec(),
+        };
+        let jwks = JwksAnswers {
+            all: None,
+            by_provider: vec![("a".into(), empty), ("b".into(), with_jwks().all.unwrap())],
+        };
+        let e = explain(cfg.as_bytes(), &get("/x", Some(token(json!({})))), &jwks).unwrap();
+        assert_eq!(e.decision, Decision::Allow, "{:?}", e.log);
     }
 
     #[test]
