@@ -152,12 +152,18 @@ fn has_match(raw: &Value, i: usize) -> bool {
     rule_field(raw, i, "match").is_some()
 }
 
+/// A rule with no `match`, or an empty one (`ignore_case` alone selects nothing): it
+/// matches every request. An explicit catch-all (`"path_prefix": "/"`) is not warned about.
 fn rules_without_match(config: &Config, raw: &Value, out: &mut Vec<Warning>) {
     let last = config.rules.len().saturating_sub(1);
     for i in 0..config.rules.len() {
-        if has_match(raw, i) {
-            continue;
-        }
+        let (path, what) = match rule_field(raw, i, "match") {
+            None => (format!("rules[{i}]"), "has no `match`"),
+            Some(Value::Object(m)) if m.keys().all(|k| k == "ignore_case") => {
+                (format!("rules[{i}].match"), "has an empty `match`")
+            }
+            Some(_) => continue,
+        };
         let consequence = if i < last {
             "the rules after it never apply, nor does `default`"
         } else {
@@ -165,9 +171,9 @@ fn rules_without_match(config: &Config, raw: &Value, out: &mut Vec<Warning>) {
         };
         out.push(warn(
             WarningKind::RuleWithoutMatch,
-            format!("rules[{i}]"),
+            path,
             format!(
-                "has no `match`, so it matches every request: {consequence} (write \
+                "{what}, so it matches every request: {consequence} (write \
                  \"match\": {{\"path_prefix\": \"/\"}} if that is meant)"
             ),
         ));
@@ -763,6 +769,22 @@ mod tests {
                 anon(json!({"path_prefix": "/"}))
             ])),
             vec![]
+        );
+        let ws = lint_rules(json!([
+            anon(json!({"ignore_case": true})),
+            anon(json!({"path": "/h"}))
+        ]));
+        assert_eq!(
+            kinds(&ws),
+            vec![
+                (WarningKind::RuleWithoutMatch, "rules[0].match"),
+                (WarningKind::ShadowedRule, "rules[1].match"),
+            ]
+        );
+        assert!(
+            ws[0].message.starts_with("has an empty `match`"),
+            "{}",
+            ws[0]
         );
     }
 
