@@ -3,11 +3,13 @@
 #   make test   unit tests, then end-to-end tests through the real Envoy
 #   make bench  side-by-side throughput against Envoy's native jwt_authn
 #   make release  dist/: the .wasm, its sha256, and an OCI image for Istio / Envoy Gateway
+#   make cli    the native jwt-guard command (check, explain, schema)
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/jwt_guard.wasm
+CLI := target/release/jwt-guard
 VENV := .venv
 PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
@@ -22,7 +24,7 @@ OCI_DEBS := skopeo docker-registry
 E2E_DEBS := $(UPSTREAM_DEBS) $(OCI_DEBS)
 DIST := dist
 
-.PHONY: build release setup venv node-deps upstream-deps wasm-target test test-unit test-host test-e2e run bench bench-micro bench-wasm fmt lint clean
+.PHONY: build release cli setup venv node-deps upstream-deps wasm-target test test-unit test-host test-e2e run bench bench-micro bench-wasm fmt lint clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -75,19 +77,27 @@ release: build venv
 	$(PY) tools/oci_image.py --wasm $(DIST)/jwt_guard.wasm --cargo-toml Cargo.toml \
 		--layout $(DIST)/oci --archive $(DIST)/jwt-guard-oci.tar
 
+# The native CLI, from the same crate: `cli` is a feature, so the wasm filter never
+# compiles clap or schemars.
+cli:
+	cargo build --release --features cli --bin jwt-guard
+	@ls -l $(CLI)
+
 # The shared fixtures (src/testkit.rs) are a feature so that tests/, benches and examples
-# use them too.
+# use them too; `cli` adds the CLI's modules and binary.
 test-unit:
-	cargo test --all-targets --features testkit
+	cargo test --all-targets --features testkit,cli
 
 # The built .wasm on a second proxy-wasm host: wasmtime, natively (hosts/wasmtime/, its
 # own Cargo workspace, so test-unit never compiles wasmtime).
 test-host: build
 	JWT_GUARD_WASM=$(abspath $(WASM)) cargo test --locked --manifest-path hosts/wasmtime/Cargo.toml
 
-test-e2e: release venv node-deps upstream-deps
-	JWT_GUARD_WASM=$(abspath $(WASM)) JWT_GUARD_DIST=$(abspath $(DIST)) ENVOY_BIN=$(abspath $(ENVOY)) \
-		$(PY) -m pytest -q tests/e2e
+# The release (dist/) and the CLI too: test_release.py checks the image with skopeo,
+# test_cli.py compares the CLI's decisions with Envoy's.
+test-e2e: release cli venv node-deps upstream-deps
+	JWT_GUARD_WASM=$(abspath $(WASM)) JWT_GUARD_DIST=$(abspath $(DIST)) JWT_GUARD_CLI=$(abspath $(CLI)) \
+		ENVOY_BIN=$(abspath $(ENVOY)) $(PY) -m pytest -q tests/e2e
 
 test: test-unit test-host test-e2e
 
@@ -113,7 +123,7 @@ fmt:
 lint: wasm-target
 	cargo fmt --check
 	cargo fmt --check --manifest-path hosts/wasmtime/Cargo.toml
-	cargo clippy --all-targets --features testkit -- -D warnings
+	cargo clippy --all-targets --features testkit,cli -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
 
 clean:

@@ -39,10 +39,10 @@ pub const DRY_RUN_HEADER: &str = "x-jwt-guard-dry-run";
 pub struct Config {
     pub realm: String,
     pub providers: Vec<Provider>,
-    /// Route rules in config order, then deny rules (see [`Config::route_rules`]).
+    /// In config order: route rules (first match) and deny rules.
     pub rules: Vec<Rule>,
-    /// How many of `rules` are route rules; the rest are deny rules.
-    pub route_rules: usize,
+    /// Some rule is a deny rule: without one, the route scan need not skip any.
+    pub has_deny_rules: bool,
     pub default_action: Action,
     /// The default action only reports what it would refuse.
     pub default_dry_run: bool,
@@ -168,12 +168,6 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     for (i, rr) in raw.rules.into_iter().enumerate() {
         rules.push(Rule::compile(rr, i, &names, global_dry_run, ignore_case)?);
     }
-    // Deny rules apply wherever they stand, so they go last: route rules (whose order is
-    // first-match) are then one slice, scanned without skipping deny rules.
-    let (mut rules, denies): (Vec<Rule>, Vec<Rule>) =
-        rules.into_iter().partition(|r| !r.is_deny_rule());
-    let route_rules = rules.len();
-    rules.extend(denies);
     let client_address = match raw.client_address {
         None => ClientAddressFrom::Peer,
         Some(c) => compile_client_address(&c)?,
@@ -208,7 +202,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         uses_source_address,
         client_address,
         matcher_traits: MatcherTraits::of(rules.iter().map(|r| &r.matcher)),
-        route_rules,
+        has_deny_rules: rules.iter().any(Rule::is_deny_rule),
         rules,
     })
 }
@@ -881,13 +875,9 @@ mod tests {
             "headers": [{"name": "X-Env", "exact": "prod"}], "not": {"methods": ["GET"]}},
             "deny": {"not": {"principals": {"sub": ["ops-*"]}}}});
         let c = load(v).unwrap();
-        // Deny rules go after the route rules, which keep their order.
-        assert_eq!(c.route_rules, c.rules.len() - 1);
-        let deny = c.rules.last().unwrap();
-        assert!(deny.is_deny_rule() && deny.name == "rule-0");
-        assert_eq!(deny.matcher.headers[0].name, "x-env");
-        assert!(c.rules[..c.route_rules].iter().all(|r| !r.is_deny_rule()));
-        assert_eq!(load(base()).unwrap().route_rules, 2);
+        assert!(c.has_deny_rules && c.rules[0].is_deny_rule());
+        assert_eq!(c.rules[0].matcher.headers[0].name, "x-env");
+        assert!(!load(base()).unwrap().has_deny_rules);
         let bad_rules = [
             (serde_json::json!({"deny": "sometimes"}), "rules[0].deny"),
             (serde_json::json!({"deny": {}}), "rules[0].deny"),

@@ -11,7 +11,7 @@ use crate::extract::{find_token, ExtractError, Found, TokenSource};
 use crate::headers::HeaderSnapshot;
 use crate::jwks::KeySet;
 use crate::policy::{source_allowed, Action, Requirement, Subject, Unmet};
-use crate::routing::select_rules;
+use crate::routing::{select_rules, Selected};
 use crate::verify::{self, Crypto, Verified, VerifyError};
 
 /// What the filter sees of a request.
@@ -123,25 +123,7 @@ pub struct Runtime<'a> {
 /// and the filter cannot know which, so the strictest decides. Then every deny rule that
 /// some reading matches is checked.
 pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcome {
-    let (routes, denies) = cfg.rules.split_at(cfg.route_rules.min(cfg.rules.len()));
-    let routes = routes.iter().map(|r| &r.matcher).enumerate();
-    let (t, m, a, p, h) = (
-        cfg.matcher_traits,
-        req.method,
-        req.authority,
-        req.path,
-        req.headers,
-    );
-    let selected = if denies.is_empty() {
-        select_rules(routes, std::iter::empty(), t, m, a, p, h)
-    } else {
-        let first = cfg.route_rules;
-        let denies = denies
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (first + i, &r.matcher));
-        select_rules(routes, denies, t, m, a, p, h)
-    };
+    let selected = select(cfg, req.method, req.authority, req.path, req.headers);
     let mut allowed: Option<Allowed> = None;
     for rule in selected.routes {
         match evaluate_rule(cfg, rule, req, rt) {
@@ -167,20 +149,53 @@ pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcom
         match evaluate_deny_rule(cfg, rule, req, rt, allowed.identity.as_ref()) {
             Ok(()) => {}
             Err(Stop::Wait { provider }) => return Outcome::WaitForKeys { provider },
-            Err(Stop::Deny(denial, _)) => {
+            Err(Stop::Deny(denial, own)) => {
                 if cfg.rules.get(rule).is_some_and(|r| r.dry_run) {
                     allowed.dry_run_denial = allowed.dry_run_denial.or(Some(denial));
                 } else {
                     return Outcome::Deny(Denied {
                         rule: Some(rule),
                         denial,
-                        identity: allowed.identity,
+                        // The caller, for the audit line: the route's or the deny rule's.
+                        identity: allowed.identity.or(own.map(|b| *b)),
                     });
                 }
             }
         }
     }
     Outcome::Allow(allowed)
+}
+
+/// The rules `method`, `authority` and `path` (with `headers`) select, under every reading.
+pub fn select(
+    cfg: &Config,
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &HeaderSnapshot,
+) -> Selected {
+    let t = cfg.matcher_traits;
+    let rules = cfg.rules.iter().enumerate();
+    if !cfg.has_deny_rules {
+        // The common case: one plain scan.
+        let routes = rules.map(|(i, r)| (i, &r.matcher));
+        return select_rules(
+            routes,
+            std::iter::empty(),
+            t,
+            method,
+            authority,
+            path,
+            headers,
+        );
+    }
+    let kind = |deny: bool| {
+        rules
+            .clone()
+            .filter(move |(_, r)| r.is_deny_rule() == deny)
+            .map(|(i, r)| (i, &r.matcher))
+    };
+    select_rules(kind(false), kind(true), t, method, authority, path, headers)
 }
 
 /// The decision of one rule (`None`: the default).
@@ -302,25 +317,23 @@ fn evaluate_deny_rule(
     let Some(check) = &cond.check else {
         return Err(Stop::deny(DenyCode::DenyRule));
     };
-    let own;
-    let identity = match known.filter(|i| cond.providers.contains(&i.provider)) {
-        Some(i) => Some(i),
-        None => match find(cfg, &cond.providers, req)? {
-            None => None,
-            Some(found) => match verified_identity(cfg, &cond.providers, None, found, rt) {
-                Ok(i) => {
-                    own = i;
-                    Some(&own)
-                }
+    let mut own = None;
+    if known
+        .filter(|i| cond.providers.contains(&i.provider))
+        .is_none()
+    {
+        if let Some(found) = find(cfg, &cond.providers, req)? {
+            match verified_identity(cfg, &cond.providers, None, found, rt) {
+                Ok(i) => own = Some(i),
                 Err(Stop::Deny(d, _))
-                    if !matches!(d.code, DenyCode::KeysUnavailable | DenyCode::KeysStale) =>
-                {
-                    None
-                }
+                    if !matches!(d.code, DenyCode::KeysUnavailable | DenyCode::KeysStale) => {}
                 Err(stop) => return Err(stop),
-            },
-        },
-    };
+            }
+        }
+    }
+    let identity = own
+        .as_ref()
+        .or(known.filter(|i| cond.providers.contains(&i.provider)));
     let subject = identity.and_then(|i| {
         cfg.providers.get(i.provider).map(|p| Subject {
             provider: i.provider,
@@ -329,7 +342,10 @@ fn evaluate_deny_rule(
         })
     });
     if check.holds(subject.as_ref()) {
-        Err(Stop::deny(DenyCode::DenyRule))
+        Err(Stop::Deny(
+            Denial::new(DenyCode::DenyRule),
+            own.map(Box::new),
+        ))
     } else {
         Ok(())
     }
@@ -1089,7 +1105,7 @@ mod tests {
         match &legacy {
             Outcome::Deny(d) => {
                 assert_eq!(d.denial.code, DenyCode::DenyRule);
-                assert_eq!(cfg.rules[d.rule.unwrap()].name, "no-legacy");
+                assert_eq!(d.rule, Some(0));
                 assert!(d.identity.is_some(), "kept for the audit line");
             }
             o => panic!("{o:?}"),
@@ -1098,11 +1114,17 @@ mod tests {
         assert!(
             allowed_provider(&call("/workflows/1").token(&token_of("svc-a")).run(&cfg)).is_some()
         );
-        // A public route verifies a token only for the deny rule.
-        assert_eq!(
-            code(&call("/public/x").token(&token_of("legacy-x")).run(&cfg)),
-            Some("AUTH_122")
-        );
+        // A public route verifies a token only for the deny rule, whose caller is kept.
+        match call("/public/x").token(&token_of("legacy-x")).run(&cfg) {
+            Outcome::Deny(d) => {
+                assert_eq!(d.denial.code, DenyCode::DenyRule);
+                assert_eq!(
+                    d.identity.map(|i| i.token.claims["sub"].clone()),
+                    Some("legacy-x".into())
+                );
+            }
+            o => panic!("{o:?}"),
+        }
         assert!(matches!(call("/public/x").run(&cfg), Outcome::Allow(_)));
         // A token that fails verification says nothing: it is taken as none.
         let mut expired = token_of("legacy-x");

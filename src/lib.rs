@@ -26,6 +26,13 @@ pub mod verify;
 pub mod host;
 pub mod worker;
 
+/// The native `jwt-guard` command's logic (the `cli` feature; `src/bin/jwt-guard.rs`).
+#[cfg(feature = "cli")]
+pub mod cli;
+/// The JSON Schema of the plugin config (the `schema` feature).
+#[cfg(feature = "schema")]
+pub mod json_schema;
+
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 

@@ -35,6 +35,7 @@ pub(crate) fn err(path: impl Into<String>, message: impl fmt::Display) -> Config
 
 /// Who checks signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CryptoBackend {
     /// The host's crypto where it has it (Envoy's BoringSSL), pure Rust otherwise.
@@ -44,46 +45,68 @@ pub enum CryptoBackend {
     Rust,
 }
 
+/// The jwt-guard plugin configuration: the `configuration` value of the Envoy wasm filter
+/// (or Istio `WasmPlugin.pluginConfig`). Unknown fields are refused everywhere.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
+    /// The `realm` of `WWW-Authenticate` (default "jwt-guard").
     #[serde(default)]
     pub(crate) realm: Option<String>,
+    /// Token issuers; at least one.
     pub(crate) providers: Vec<RawProvider>,
+    /// Tried in order: the first rule whose `match` fits decides (every rule any reading
+    /// of the request selects must let it through).
     #[serde(default)]
     pub(crate) rules: Vec<RawRule>,
+    /// When no rule matches: "deny" (403 AUTH_120, the default) or "allow".
     #[serde(default)]
     pub(crate) default: Option<RawDefault>,
+    /// "dry_run": every rule reports instead of refusing (a rule's own `mode` wins).
     #[serde(default)]
     pub(crate) mode: Option<RawMode>,
+    /// One JSON log line per decision: denials unless `denied` is false, allowed requests
+    /// when `allowed` is true.
     #[serde(default)]
     pub(crate) audit_log: Option<RawAudit>,
+    /// Verified tokens each worker remembers (default 1024).
     #[serde(default)]
     pub(crate) cache: Option<RawCache>,
+    /// Who checks signatures: "auto" (the host's crypto where it has it) or "rust".
     #[serde(default)]
     pub(crate) crypto: CryptoBackend,
+    /// Path comparison defaults for every rule.
     #[serde(default)]
     pub(crate) path_matching: Option<RawPathMatching>,
+    /// The address `ip_bindings` check (default: the TCP peer).
     #[serde(default)]
     pub(crate) client_address: Option<RawClientAddress>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPathMatching {
+    /// Every rule's path compares case-insensitively (a rule's `match.ignore_case` wins).
     #[serde(default)]
     pub(crate) ignore_case: bool,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClientAddress {
+    /// "peer" (the TCP peer Envoy reports) or "x-forwarded-for".
     pub(crate) from: RawAddressSource,
+    /// With "x-forwarded-for" (required then, 1 to 16): how many addresses at its right end
+    /// were written by proxies you trust.
     #[serde(default)]
     pub(crate) trusted_hops: Option<usize>,
 }
 
 #[derive(Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub(crate) enum RawAddressSource {
     #[serde(rename = "peer")]
     Peer,
@@ -93,6 +116,7 @@ pub(crate) enum RawAddressSource {
 
 /// `["aud", ...]`, or `"any"` to skip the check.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub(crate) enum RawAudiences {
     List(Vec<String>),
@@ -100,12 +124,15 @@ pub(crate) enum RawAudiences {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCache {
+    /// Verified tokens each worker remembers; 0 turns the cache off (at most 1000000).
     pub(crate) max_entries: usize,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawMode {
     Enforce,
@@ -113,10 +140,13 @@ pub(crate) enum RawMode {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAudit {
+    /// Log allowed requests (default false).
     #[serde(default)]
     pub(crate) allowed: bool,
+    /// Log denied requests (default true).
     #[serde(default = "yes")]
     pub(crate) denied: bool,
 }
@@ -126,38 +156,58 @@ fn yes() -> bool {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProvider {
+    /// Unique; names stats and shared data.
     pub(crate) name: String,
+    /// `iss` must equal it exactly.
     pub(crate) issuer: String,
+    /// Required: `aud` must contain one of these, or "any" to skip the check (then a token
+    /// the same issuer minted for any other service passes too).
     #[serde(default)]
     pub(crate) audiences: Option<RawAudiences>,
+    /// Accepted `typ` header values, e.g. ["at+jwt"]; empty: `typ` is not checked.
     #[serde(default)]
     pub(crate) token_types: Vec<String>,
+    /// Fetch the JWKS through an Envoy cluster.
     #[serde(default)]
     pub(crate) remote_jwks: Option<RawRemoteJwks>,
+    /// Fetch the OpenID configuration, check its issuer, then fetch its `jwks_uri`.
     #[serde(default)]
     pub(crate) discovery: Option<RawRemoteJwks>,
+    /// Keys in the configuration itself.
     #[serde(default)]
     pub(crate) local_jwks: Option<RawLocalJwks>,
+    /// Allowed `alg`s (default ["ES256", "RS256"]): ES256, RS256, RS384, RS512, PS256, PS384,
+    /// PS512, EdDSA.
     #[serde(default)]
     pub(crate) algorithms: Option<Vec<String>>,
+    /// Leeway on `exp` and `nbf` in seconds (default 60, at most 3600).
     #[serde(default)]
     pub(crate) clock_skew_s: Option<u64>,
+    /// Headers holding the token (default: `Authorization: Bearer <token>`).
     #[serde(default)]
     pub(crate) from_headers: Option<Vec<RawHeaderSource>>,
+    /// Query parameters holding the token.
     #[serde(default)]
     pub(crate) from_params: Vec<String>,
+    /// Cookies holding the token.
     #[serde(default)]
     pub(crate) from_cookies: Vec<String>,
+    /// false: remove the token before forwarding (default true).
     #[serde(default)]
     pub(crate) keep_token: Option<bool>,
+    /// Where roles are read (default ["realm_access.roles", "resource_access.*.roles"]).
     #[serde(default)]
     pub(crate) role_claims: Option<Vec<String>>,
+    /// Verified claims forwarded upstream as headers.
     #[serde(default)]
     pub(crate) claims_to_headers: Vec<RawClaimHeader>,
+    /// A header carrying the verified payload (base64url JSON) upstream.
     #[serde(default)]
     pub(crate) payload_header: Option<String>,
+    /// Callers a binding names must call from its networks (403 AUTH_104).
     #[serde(default)]
     pub(crate) ip_bindings: Vec<RawIpBinding>,
     /// The longest lifetime (`exp - iat`) a token may claim.
@@ -166,44 +216,62 @@ pub(crate) struct RawProvider {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClaimHeader {
+    /// A dotted claim path, e.g. realm_access.roles.
     pub(crate) claim: String,
+    /// The request header upstream that carries it.
     pub(crate) header: String,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIpBinding {
+    /// The callers bound: {"<claim>": ["pattern", ...]}; a pattern is `name`, `prefix*`,
+    /// `*suffix` or `*`.
     pub(crate) principals: serde_json::Value,
+    /// Networks they may call from: IP addresses or CIDRs like 10.0.1.0/24.
     pub(crate) cidrs: Vec<String>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRemoteJwks {
+    /// http(s)://host/path of the JWKS (or of the discovery document).
     pub(crate) uri: String,
+    /// The Envoy cluster that reaches it.
     pub(crate) cluster: String,
     /// Discovery only: the cluster that reaches the host of the discovered `jwks_uri`.
     #[serde(default)]
     pub(crate) jwks_cluster: Option<String>,
+    /// Per callout, in ms (default 2000).
     #[serde(default)]
     pub(crate) timeout_ms: Option<u64>,
+    /// Refresh period when the response has no `Cache-Control: max-age` (default 300).
     #[serde(default)]
     pub(crate) refresh_s: Option<u64>,
+    /// Lower bound on the IdP's `max-age` (default 30).
     #[serde(default)]
     pub(crate) refresh_min_s: Option<u64>,
+    /// Upper bound on the IdP's `max-age` (default 3600).
     #[serde(default)]
     pub(crate) refresh_max_s: Option<u64>,
+    /// Least time between refetches caused by tokens with an unknown `kid` (default 10).
     #[serde(default)]
     pub(crate) unknown_kid_refetch_s: Option<u64>,
+    /// How long the last good keys serve while the IdP is unreachable (default 86400).
     #[serde(default)]
     pub(crate) max_stale_s: Option<u64>,
+    /// A larger JWKS is refused (default 262144).
     #[serde(default)]
     pub(crate) max_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLocalJwks {
     /// The JWKS, as a JSON string or as an object.
@@ -211,33 +279,43 @@ pub(crate) struct RawLocalJwks {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHeaderSource {
+    /// The header name.
     pub(crate) name: String,
+    /// What precedes the token, compared case-insensitively (e.g. "Bearer ").
     #[serde(default)]
     pub(crate) value_prefix: String,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRule {
+    /// Names the rule in the audit log and stats (default `rule-<index>`).
     #[serde(default)]
     pub(crate) name: Option<String>,
+    /// Which requests the rule applies to; absent: every request.
     #[serde(default, rename = "match")]
     pub(crate) matcher: RawMatch,
+    /// "anonymous": no token needed.
     #[serde(default)]
     pub(crate) allow: Option<String>,
+    /// What the token must meet.
     #[serde(default)]
     pub(crate) require: Option<RawRequire>,
     /// A deny rule: refuses every request it matches whose token meets the condition.
     #[serde(default)]
     pub(crate) deny: Option<RawDeny>,
+    /// "dry_run" (report, never refuse) or "enforce".
     #[serde(default)]
     pub(crate) mode: Option<RawMode>,
 }
 
 /// `"always"`, or a condition on the token (the language of `require`).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub(crate) enum RawDeny {
     Always(String),
@@ -245,20 +323,28 @@ pub(crate) enum RawDeny {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMatch {
+    /// The exact path (query string ignored).
     #[serde(default)]
     pub(crate) path: Option<String>,
+    /// A segment-aware prefix: /health matches /health and /health/live, not /healthz.
     #[serde(default)]
     pub(crate) path_prefix: Option<String>,
+    /// /workflows/{id}/steps: `{name}` and `*` match one segment, a final `**` the rest.
     #[serde(default)]
     pub(crate) path_template: Option<String>,
+    /// HTTP methods; empty: any.
     #[serde(default)]
     pub(crate) methods: Vec<String>,
+    /// api.example.com or *.example.com, case-insensitive; end with :* to accept a port.
     #[serde(default)]
     pub(crate) host: Option<String>,
+    /// Compare this rule's path case-insensitively (default: `path_matching.ignore_case`).
     #[serde(default)]
     pub(crate) ignore_case: Option<bool>,
+    /// Conditions on request headers, all of which must hold.
     #[serde(default)]
     pub(crate) headers: Vec<RawHeaderMatch>,
     /// Matches only requests this does not match.
@@ -266,50 +352,72 @@ pub(crate) struct RawMatch {
     pub(crate) not: Option<Box<RawMatch>>,
 }
 
+/// A condition on one request header: give one of `exact`, `prefix` and `present`.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHeaderMatch {
+    /// The header name (any case).
     pub(crate) name: String,
+    /// The value equals this.
     #[serde(default)]
     pub(crate) exact: Option<String>,
+    /// The value starts with this.
     #[serde(default)]
     pub(crate) prefix: Option<String>,
+    /// true: the header is present; false: it is absent.
     #[serde(default)]
     pub(crate) present: Option<bool>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRequire {
+    /// The token must come from one of these providers (default: any).
     #[serde(default)]
     pub(crate) providers: Vec<String>,
+    /// Scopes read from `scope` and `scp`: a list (all of them), {"all_of": [...]} or
+    /// {"any_of": [...]}.
     #[serde(default)]
     pub(crate) scopes: Option<RawNames>,
+    /// Roles read from the provider's `role_claims`, as `scopes`.
     #[serde(default)]
     pub(crate) roles: Option<RawNames>,
+    /// {"<claim>": ["pattern", ...]}: a listed claim matches one of its own patterns.
     #[serde(default)]
     pub(crate) principals: Option<serde_json::Value>,
+    /// {"<dotted claim path>": [values]}: the claim equals one of the values.
     #[serde(default)]
     pub(crate) claims: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Requirements that must all be met.
     #[serde(default)]
     pub(crate) all: Option<Vec<RawRequire>>,
+    /// Requirements of which one must be met.
     #[serde(default)]
     pub(crate) any: Option<Vec<RawRequire>>,
+    /// A requirement that must not be met.
     #[serde(default)]
     pub(crate) not: Option<Box<RawRequire>>,
     // Rule level only:
+    /// Top level only: replaces the provider's audiences for this rule.
     #[serde(default)]
     pub(crate) audiences: Option<Vec<String>>,
+    /// Top level only: no token is fine; a token that is sent must be valid and meet the rest.
     #[serde(default)]
     pub(crate) allow_missing: Option<bool>,
+    /// Top level only: a token that fails verification is taken as no token (implies
+    /// allow_missing).
     #[serde(default)]
     pub(crate) allow_failed: Option<bool>,
+    /// Top level only: as the provider's `ip_bindings`, for this rule.
     #[serde(default)]
     pub(crate) ip_bindings: Vec<RawIpBinding>,
 }
 
 /// `["a", "b"]` (all of them), `{"all_of": [...]}` or `{"any_of": [...]}`.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub(crate) enum RawNames {
     List(Vec<String>),
@@ -317,15 +425,19 @@ pub(crate) enum RawNames {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNameSpec {
+    /// All of these.
     #[serde(default)]
     pub(crate) all_of: Option<Vec<String>>,
+    /// At least one of these.
     #[serde(default)]
     pub(crate) any_of: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum RawDefault {
     Deny,

@@ -186,7 +186,7 @@ impl PathMatch {
     }
 
     /// `fold`: compare ignoring case (see [`crate::routing::fold`]).
-    fn matches(&self, path: &str, fold: bool) -> bool {
+    pub(crate) fn matches(&self, path: &str, fold: bool) -> bool {
         if fold {
             self.matches_with::<Folded>(path)
         } else {
