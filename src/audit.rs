@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::deny::DenyCode;
 use crate::flow::{Identity, Outcome};
 
 /// What the audit line says of the request itself.
@@ -25,32 +26,113 @@ impl RequestLine {
     }
 }
 
+/// What was decided for a request, in the words of the audit line and of the filter state
+/// ([`crate::filter_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// A dry-run rule would have refused it.
+    DryRunDeny,
+    /// An `allow_failed` rule took the token that failed as none.
+    AllowFailedToken,
+    /// A CORS preflight let through without a token (`bypass_cors_preflight`).
+    CorsPreflight,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::DryRunDeny => "dry_run_deny",
+            Decision::AllowFailedToken => "allow_failed_token",
+            Decision::CorsPreflight => "cors_preflight",
+        }
+    }
+}
+
+/// A decision carried out: which rule made it (by name, `default` for the default; none
+/// when no rule did), the deny code, and the identity the token verified, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict<'a> {
+    pub decision: Decision,
+    pub rule: Option<&'a str>,
+    pub code: Option<DenyCode>,
+    pub identity: Option<&'a Identity>,
+}
+
+impl<'a> Verdict<'a> {
+    /// The verdict `outcome` stands for; none while it waits for keys.
+    pub fn of(cfg: &'a Config, outcome: &'a Outcome) -> Option<Verdict<'a>> {
+        let named = |rule: Option<usize>| Some(rule_name(cfg, rule));
+        let (decision, rule, code, identity) = match outcome {
+            Outcome::Allow(a) => match (&a.dry_run_denial, a.ignored_failure) {
+                (Some(d), _) => (
+                    Decision::DryRunDeny,
+                    named(a.rule),
+                    Some(d.code),
+                    a.identity.as_ref(),
+                ),
+                (None, Some(code)) => (Decision::AllowFailedToken, named(a.rule), Some(code), None),
+                (None, None) => (Decision::Allow, named(a.rule), None, a.identity.as_ref()),
+            },
+            Outcome::Deny(d) => (
+                Decision::Deny,
+                named(d.rule),
+                Some(d.denial.code),
+                d.identity.as_ref(),
+            ),
+            Outcome::CorsPreflight => (Decision::CorsPreflight, None, None, None),
+            Outcome::WaitForKeys { .. } => return None,
+        };
+        Some(Verdict {
+            decision,
+            rule,
+            code,
+            identity,
+        })
+    }
+
+    /// A refusal the filter made itself, outside the rules (`rule` is the one that had let
+    /// the request through, if any).
+    pub fn refused(code: DenyCode, rule: Option<&'a str>) -> Verdict<'a> {
+        Verdict {
+            decision: Decision::Deny,
+            rule,
+            code: Some(code),
+            identity: None,
+        }
+    }
+}
+
+/// The name of rule `rule` (`None`: the default).
+pub fn rule_name(cfg: &Config, rule: Option<usize>) -> &str {
+    rule.and_then(|i| cfg.rules.get(i))
+        .map_or("default", |r| r.name.as_str())
+}
+
 /// The audit record of `outcome`, or `None` when the config does not log it (allowed
-/// requests only with `audit_log.allowed`, denials unless `audit_log.denied` is false;
-/// dry-run denials and tokens `allow_failed` ignored always, since reporting them is what
-/// those modes are for). `line` and `source` give
-/// the client address as the host reports it, asked for only when a line is logged.
+/// requests and CORS preflights only with `audit_log.allowed`, denials unless
+/// `audit_log.denied` is false; dry-run denials and tokens `allow_failed` ignored always,
+/// since reporting them is what those modes are for). `line` and `source` give the request
+/// line and the client address as the host reports it, asked for only when a line is logged.
 pub fn record(
     cfg: &Config,
     outcome: &Outcome,
     line: impl FnOnce() -> RequestLine,
     source: impl FnOnce() -> Option<String>,
 ) -> Option<Value> {
-    let (decision, rule, code, identity) = match outcome {
-        Outcome::Allow(a) => match (&a.dry_run_denial, a.ignored_failure) {
-            (Some(d), _) => ("dry_run_deny", a.rule, Some(d.code), a.identity.as_ref()),
-            // `allow_failed` is for migrations: what it lets through is always reported.
-            (None, Some(code)) => ("allow_failed_token", a.rule, Some(code), None),
-            (None, None) if cfg.audit_allowed => ("allow", a.rule, None, a.identity.as_ref()),
-            (None, None) => return None,
-        },
-        Outcome::Deny(_) if !cfg.audit_denied => return None,
-        Outcome::Deny(d) => ("deny", d.rule, Some(d.denial.code), d.identity.as_ref()),
-        Outcome::WaitForKeys { .. } => return None,
+    let v = Verdict::of(cfg, outcome)?;
+    let logged = match v.decision {
+        Decision::Allow | Decision::CorsPreflight => cfg.audit_allowed,
+        Decision::Deny => cfg.audit_denied,
+        Decision::DryRunDeny | Decision::AllowFailedToken => true,
     };
-    let rule_name = rule
-        .and_then(|i| cfg.rules.get(i))
-        .map_or("default", |r| r.name.as_str());
+    if !logged {
+        return None;
+    }
+    let identity = v.identity;
     let claim = |id: Option<&Identity>, names: &[&str]| {
         id.and_then(|id| {
             names
@@ -60,11 +142,15 @@ pub fn record(
         })
     };
     let line = line();
+    let status = match (v.decision, v.code) {
+        (Decision::Deny, Some(c)) => c.status(),
+        _ => 200,
+    };
     Some(json!({
-        "decision": decision,
-        "code": code.map(|c| c.code()),
-        "status": code.map_or(200, |c| if decision == "deny" { c.status() } else { 200 }),
-        "rule": rule_name,
+        "decision": v.decision.as_str(),
+        "code": v.code.map(|c| c.code()),
+        "status": status,
+        "rule": v.rule,
         "provider": identity.and_then(|id| cfg.providers.get(id.provider)).map(|p| p.name.as_str()),
         "sub": claim(identity, &["sub"]),
         "client_id": claim(identity, &["client_id", "azp"]),
@@ -86,7 +172,7 @@ fn printable(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deny::{Denial, DenyCode};
+    use crate::deny::Denial;
     use crate::flow::{Allowed, Denied};
 
     fn request(path: &str) -> RequestLine {
@@ -163,5 +249,18 @@ mod tests {
             (&dry["decision"], &dry["status"]),
             (&"dry_run_deny".into(), &200.into())
         );
+    }
+
+    #[test]
+    fn a_cors_preflight_is_logged_like_an_allowed_request_with_no_rule() {
+        let preflight = Outcome::CorsPreflight;
+        assert!(record(&config(""), &preflight, || request("/a"), peer).is_none());
+        let cfg = config(r#", "audit_log": {"allowed": true}"#);
+        let line = record(&cfg, &preflight, || request("/a"), peer).unwrap();
+        assert_eq!(
+            (&line["decision"], &line["status"], &line["rule"]),
+            (&"cors_preflight".into(), &200.into(), &Value::Null)
+        );
+        assert_eq!(line["source"], "10.0.1.5:40000");
     }
 }

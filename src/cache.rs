@@ -44,6 +44,10 @@ pub struct VerifiedCache {
     cold: HashMap<Box<str>, Entry, TailHash>,
     /// Entries per generation; 0 disables the cache.
     generation: usize,
+    /// Lookups that spared a signature check, and those that did not, since the last
+    /// [`VerifiedCache::take_lookups`].
+    hits: u64,
+    misses: u64,
 }
 
 impl VerifiedCache {
@@ -54,7 +58,26 @@ impl VerifiedCache {
             hot: HashMap::with_hasher(hash.clone()),
             cold: HashMap::with_hasher(hash),
             generation: max_entries / 2,
+            hits: 0,
+            misses: 0,
         }
+    }
+
+    /// Counts a lookup: `hit` when the cached signature was used.
+    pub fn note_lookup(&mut self, hit: bool) {
+        if hit {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+    }
+
+    /// The (hits, misses) counted since the last call.
+    pub fn take_lookups(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.hits),
+            std::mem::take(&mut self.misses),
+        )
     }
 
     pub fn len(&self) -> usize {

@@ -13,8 +13,9 @@ use crate::jwks::KeySet;
 use crate::policy::{default_role_claims, Action, ClaimPath, IpBinding, Rule};
 use crate::routing::MatcherTraits;
 use crate::schema::{
-    err, is_quotable, is_token_name, RawAddressSource, RawAudiences, RawClientAddress, RawConfig,
-    RawDefault, RawHeaderSource, RawLocalJwks, RawMode, RawProvider, RawRemoteJwks,
+    err, is_quotable, is_stat_name, is_token_name, RawAddressSource, RawAudiences,
+    RawClientAddress, RawConfig, RawDefault, RawHeaderSource, RawLocalJwks, RawMode, RawProvider,
+    RawRemoteJwks, STAT_NAME_RULE,
 };
 pub use crate::schema::{ConfigError, CryptoBackend};
 use crate::verify::{Acceptance, Alg};
@@ -57,6 +58,8 @@ pub struct Config {
     /// Verified tokens each worker remembers (0: no cache).
     pub cache_entries: usize,
     pub crypto: CryptoBackend,
+    /// A CORS preflight passes without a token ([`crate::cors`]).
+    pub bypass_cors_preflight: bool,
     /// Some provider or rule binds callers to networks, so decisions need the client address.
     pub uses_source_address: bool,
     /// Where that address comes from.
@@ -199,6 +202,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         managed_headers,
         cache_entries,
         crypto: raw.crypto,
+        bypass_cors_preflight: raw.bypass_cors_preflight,
         uses_source_address,
         client_address,
         matcher_traits: MatcherTraits::of(rules.iter().map(|r| &r.matcher)),
@@ -208,8 +212,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
 }
 
 fn compile_provider(rp: RawProvider, at: &str) -> Result<Provider, ConfigError> {
-    if rp.name.trim().is_empty() {
-        return Err(err(format!("{at}.name"), "must not be empty"));
+    if !is_stat_name(&rp.name) {
+        return Err(err(format!("{at}.name"), STAT_NAME_RULE));
     }
     if rp.issuer.trim().is_empty() {
         return Err(err(format!("{at}.issuer"), "must not be empty"));

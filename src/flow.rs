@@ -57,6 +57,8 @@ pub trait Keyring {
 pub enum Outcome {
     Allow(Allowed),
     Deny(Denied),
+    /// A CORS preflight, let through without a token ([`crate::cors`]).
+    CorsPreflight,
     /// Hold the request until the provider's keys arrive, then decide again.
     WaitForKeys {
         provider: usize,
@@ -124,6 +126,12 @@ pub struct Runtime<'a> {
 /// some reading matches is checked.
 pub fn evaluate(cfg: &Config, req: &Request<'_>, rt: &mut Runtime<'_>) -> Outcome {
     let selected = select(cfg, req.method, req.authority, req.path, req.headers);
+    if cfg.bypass_cors_preflight
+        && crate::cors::is_preflight(req)
+        && !crate::cors::refused_whatever_the_token(cfg, &selected)
+    {
+        return Outcome::CorsPreflight;
+    }
     let mut allowed: Option<Allowed> = None;
     for rule in selected.routes {
         match evaluate_rule(cfg, rule, req, rt) {
@@ -378,7 +386,9 @@ fn verified_identity(
     found: Found,
     rt: &mut Runtime<'_>,
 ) -> Result<Identity, Stop> {
-    let (index, token) = match cached(rt, &found.token, candidates)? {
+    let hit = cached(rt, &found.token, candidates)?;
+    rt.cache.note_lookup(hit.is_some());
+    let (index, token) = match hit {
         Some(hit) => hit,
         None => verify_fresh(cfg, candidates, &found.token, rt)?,
     };

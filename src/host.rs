@@ -25,6 +25,8 @@ pub enum HostError {
 pub enum MetricKind {
     Counter,
     Gauge,
+    /// A distribution of integer samples (Envoy keeps buckets and quantiles).
+    Histogram,
 }
 
 /// What the filter asks of its host. Request calls (headers, reply, resume) act on the
@@ -85,14 +87,20 @@ pub trait Host {
     /// A host property such as `["source", "address"]`.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
 
+    /// Sets a property of the request being handled, for the filters and logs after this
+    /// one. Envoy keeps it as filter state under `wasm.<name>`. NotFound or Unimplemented:
+    /// the host keeps no such state (or no request is effective).
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
+
     /// Calls a host extension such as Envoy's `verify_signature`.
     fn foreign_function(&self, name: &str, args: &[u8]) -> Result<Option<Vec<u8>>, HostError>;
 
     /// Defines a metric; its id, if the host took it.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
 
-    /// Adds one to a counter. A failed stat update is not worth failing a request for.
-    fn increment_metric(&self, id: u32);
+    /// Adds `by` to a counter. A failed stat update is not worth failing a request for.
+    fn increment_metric(&self, id: u32, by: u64);
 
+    /// Sets a gauge, or adds a sample to a histogram.
     fn record_metric(&self, id: u32, value: u64);
 }

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::routing::Matcher;
 use crate::schema::{
-    err, is_quotable, is_token_name, ConfigError, RawDeny, RawIpBinding, RawMode, RawNameSpec,
-    RawNames, RawRequire, RawRule, SyntaxError,
+    err, is_quotable, is_stat_name, ConfigError, RawDeny, RawIpBinding, RawMode, RawNameSpec,
+    RawNames, RawRequire, RawRule, SyntaxError, STAT_NAME_RULE,
 };
 
 #[derive(Debug)]
@@ -448,13 +448,8 @@ impl Rule {
             _ => return Err(err(at, "give one of allow, require and deny")),
         };
         let name = match rr.name {
-            Some(n) if is_token_name(&n) => n,
-            Some(_) => {
-                return Err(err(
-                    format!("{at}.name"),
-                    "letters, digits and -._~ only (it names stats)",
-                ))
-            }
+            Some(n) if is_stat_name(&n) => n,
+            Some(_) => return Err(err(format!("{at}.name"), STAT_NAME_RULE)),
             None => format!("rule-{index}"),
         };
         let dry_run = match rr.mode {

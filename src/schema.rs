@@ -78,6 +78,8 @@ pub(crate) struct RawConfig {
     pub(crate) crypto: CryptoBackend,
     /// Path comparison defaults for every rule.
     #[serde(default)]
+    pub(crate) bypass_cors_preflight: bool,
+    #[serde(default)]
     pub(crate) path_matching: Option<RawPathMatching>,
     /// The address `ip_bindings` check (default: the TCP peer).
     #[serde(default)]
@@ -460,6 +462,18 @@ pub(crate) fn is_token_name(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
+
+/// A name that is one part of a stat name (rules, providers): ASCII letters, digits, `-`,
+/// `_` and `~`. No `.`, which separates the parts: `stats_tags` regexes could not tell a
+/// rule `a.b` from a rule `a` and a stat `b`.
+pub(crate) fn is_stat_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_~".contains(&b))
+}
+
+pub(crate) const STAT_NAME_RULE: &str =
+    "letters, digits, '-', '_' and '~' only: it names stats, whose parts '.' separates";
 
 /// Can appear inside a quoted-string of a WWW-Authenticate parameter (RFC 6750 §3).
 pub fn is_quotable(s: &str) -> bool {

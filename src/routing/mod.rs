@@ -157,6 +157,13 @@ fn first_matches<'m>(
     add(None)
 }
 
+/// Whether an override header or a `_method` parameter may make an upstream read the
+/// request as some other method (whatever it names: the method as sent is not the only
+/// reading then).
+pub fn has_method_override(headers: &HeaderSnapshot, method: &str, path: &str) -> bool {
+    !Overrides::of(headers, method, path).methods.is_empty()
+}
+
 /// What override headers (and a `_method` query parameter, which Rails, Laravel and
 /// Symfony honour) say the request is.
 #[derive(Default)]

@@ -53,6 +53,7 @@ const PLUGIN_CONFIGURATION: u32 = 7;
 const STREAM_REQUEST: u32 = 0;
 pub const COUNTER: u32 = 0;
 pub const GAUGE: u32 = 1;
+pub const HISTOGRAM: u32 = 2;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -98,6 +99,12 @@ extern "C" {
         value: *const u8,
         value_size: usize,
         cas: u32,
+    ) -> u32;
+    fn proxy_set_property(
+        path: *const u8,
+        path_size: usize,
+        value: *const u8,
+        value_size: usize,
     ) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
@@ -228,6 +235,14 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     .flatten()
 }
 
+/// Sets a property of the current request. Envoy stores the name verbatim (after its
+/// `wasm.` prefix), so it is sent as one segment, without the NUL that ends each segment
+/// of a path that is read.
+pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: pointers and lengths come from live slices.
+    check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+}
+
 /// A shared-data value and its CAS token; an absent key is `(None, None)`.
 pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
     let mut cas: u32 = 0;
@@ -309,7 +324,8 @@ pub fn foreign_function(name: &str, args: &[u8]) -> Result<Option<Vec<u8>>, Stat
     })
 }
 
-/// Defines a counter or gauge (`COUNTER`, `GAUGE`); its id, if the host took it.
+/// Defines a counter, gauge or histogram (`COUNTER`, `GAUGE`, `HISTOGRAM`); its id, if the
+/// host took it.
 pub fn define_metric(kind: u32, name: &str) -> Option<u32> {
     let mut id: u32 = 0;
     // SAFETY: name from a live &str; out-param is a valid local.
@@ -318,9 +334,10 @@ pub fn define_metric(kind: u32, name: &str) -> Option<u32> {
         .map(|()| id)
 }
 
-pub fn increment_metric(id: u32) {
+pub fn increment_metric(id: u32, by: u64) {
+    let by = i64::try_from(by).unwrap_or(i64::MAX);
     // SAFETY: no pointers. A failed stat update is not worth failing a request for.
-    let _ = unsafe { proxy_increment_metric(id, 1) };
+    let _ = unsafe { proxy_increment_metric(id, by) };
 }
 
 pub fn record_metric(id: u32, value: u64) {

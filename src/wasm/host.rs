@@ -87,6 +87,10 @@ impl Host for ProxyWasmHost {
         abi::property(path)
     }
 
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        Ok(abi::set_property(name, value)?)
+    }
+
     fn foreign_function(&self, name: &str, args: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
         Ok(abi::foreign_function(name, args)?)
     }
@@ -95,12 +99,13 @@ impl Host for ProxyWasmHost {
         let kind = match kind {
             MetricKind::Counter => abi::COUNTER,
             MetricKind::Gauge => abi::GAUGE,
+            MetricKind::Histogram => abi::HISTOGRAM,
         };
         abi::define_metric(kind, name)
     }
 
-    fn increment_metric(&self, id: u32) {
-        abi::increment_metric(id);
+    fn increment_metric(&self, id: u32, by: u64) {
+        abi::increment_metric(id, by);
     }
 
     fn record_metric(&self, id: u32, value: u64) {

@@ -12,18 +12,18 @@ use crate::host::{Host, HostError, MetricKind};
 use crate::jwks::Jwk;
 use crate::verify::{Alg, Crypto};
 
-use super::metrics::bump;
+use super::metrics::{bump, StatPrefix};
 
 pub struct HostCrypto {
     host: Rc<dyn Host>,
     available: Cell<bool>,
-    /// `wasmcustom.jwt_guard.signature_checks.host`: signatures the host checked.
+    /// `jwt_guard.<instance>.signature_checks.host`: signatures the host checked.
     checked: Option<u32>,
 }
 
 impl HostCrypto {
-    pub fn new(host: Rc<dyn Host>) -> HostCrypto {
-        let checked = host.define_metric(MetricKind::Counter, "jwt_guard.signature_checks.host");
+    pub fn new(host: Rc<dyn Host>, stats: &StatPrefix) -> HostCrypto {
+        let checked = host.define_metric(MetricKind::Counter, &stats.name("signature_checks.host"));
         HostCrypto {
             host,
             available: Cell::new(true),

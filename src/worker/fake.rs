@@ -1,6 +1,6 @@
 //! A fake proxy for native tests: one [`Proxy`] (a stopped clock and shared data with
 //! real CAS semantics) shared by several [`FakeHost`]s, one per simulated worker, each
-//! with its requests, callouts, replies and metrics recorded.
+//! with its requests, callouts, replies, filter state and metrics recorded.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -14,6 +14,11 @@ use crate::host::{Host, HostError, MetricKind};
 #[derive(Default)]
 pub struct Proxy {
     now_ms: Cell<u64>,
+    /// Nanoseconds the clock moves on each time it is read (0: stopped), so a test can
+    /// count reads in a measured duration.
+    step_per_read_ns: Cell<u64>,
+    /// The clock's sub-millisecond part, moved by `step_per_read_ns`.
+    extra_ns: Cell<u64>,
     shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     next_cas: Cell<u32>,
     /// Writes with a CAS token that fail anyway, as if another worker wrote first.
@@ -36,6 +41,11 @@ impl Proxy {
         self.now_ms.get()
     }
 
+    /// Every later clock read moves the clock on by `ns`.
+    pub fn step_on_each_read(&self, ns: u64) {
+        self.step_per_read_ns.set(ns);
+    }
+
     /// The next `n` CAS writes fail with CasMismatch.
     pub fn lose_next_cas(&self, n: u32) {
         self.lose_cas.set(n);
@@ -46,6 +56,8 @@ impl Proxy {
 #[derive(Debug, Default, Clone)]
 pub struct FakeRequest {
     pub headers: Vec<(String, String)>,
+    /// Properties set on the request, as Envoy's filter state keeps them (last write wins).
+    pub filter_state: Vec<(String, String)>,
     pub reply: Option<Reply>,
     pub resumed: bool,
 }
@@ -91,6 +103,12 @@ pub struct FakeHost {
     pub peer: RefCell<String>,
     /// Setting or removing this request header fails, as a broken host's would.
     pub refuse_header: RefCell<Option<String>>,
+    /// The `plugin_name` property (the filter instance's name), if the host has one.
+    pub plugin_name: RefCell<Option<String>>,
+    /// `proxy_set_property` exists on this host (else it answers Unimplemented).
+    pub keeps_filter_state: bool,
+    /// Calls to `set_property`, successful or not.
+    pub set_property_calls: Cell<u32>,
     effective: Cell<u32>,
     requests: RefCell<HashMap<u32, FakeRequest>>,
     pub callouts: RefCell<Vec<Callout>>,
@@ -98,6 +116,8 @@ pub struct FakeHost {
     /// The callout answer being delivered.
     answer: RefCell<Option<Answer>>,
     metrics: RefCell<Vec<(String, i64)>>,
+    /// Histogram samples, by metric id.
+    samples: RefCell<Vec<(u32, u64)>>,
 }
 
 impl FakeHost {
@@ -107,12 +127,16 @@ impl FakeHost {
             resumes: true,
             peer: RefCell::new("127.0.0.1:40000".into()),
             refuse_header: RefCell::new(None),
+            plugin_name: RefCell::new(None),
+            keeps_filter_state: true,
+            set_property_calls: Cell::new(0),
             effective: Cell::new(0),
             requests: RefCell::new(HashMap::new()),
             callouts: RefCell::new(Vec::new()),
             next_token: Cell::new(1),
             answer: RefCell::new(None),
             metrics: RefCell::new(Vec::new()),
+            samples: RefCell::new(Vec::new()),
         }
     }
 
@@ -164,6 +188,31 @@ impl FakeHost {
             .map_or(0, |(_, v)| *v)
     }
 
+    /// Whether a metric of that name was defined.
+    pub fn has_metric(&self, name: &str) -> bool {
+        self.metrics.borrow().iter().any(|(n, _)| n == name)
+    }
+
+    /// The samples recorded in the histogram `name`.
+    pub fn samples(&self, name: &str) -> Vec<u64> {
+        let metrics = self.metrics.borrow();
+        self.samples
+            .borrow()
+            .iter()
+            .filter(|(id, _)| metrics.get(*id as usize).is_some_and(|(n, _)| n == name))
+            .map(|(_, v)| *v)
+            .collect()
+    }
+
+    /// A filter-state value of request `id`.
+    pub fn filter_state(&self, id: u32, name: &str) -> Option<String> {
+        self.request(id)
+            .filter_state
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
     fn with_effective<T>(&self, f: impl FnOnce(&mut FakeRequest) -> T) -> Result<T, HostError> {
         let id = self.effective.get();
         self.requests
@@ -176,7 +225,10 @@ impl FakeHost {
 
 impl Host for FakeHost {
     fn now_nanos(&self) -> u64 {
-        self.proxy.now_ms.get() * 1_000_000
+        let p = &self.proxy;
+        let now = p.now_ms.get() * 1_000_000 + p.extra_ns.get();
+        p.extra_ns.set(p.extra_ns.get() + p.step_per_read_ns.get());
+        now
     }
 
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
@@ -306,7 +358,30 @@ impl Host for FakeHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        (path == ["source", "address"]).then(|| self.peer.borrow().as_bytes().to_vec())
+        match path {
+            ["source", "address"] => Some(self.peer.borrow().as_bytes().to_vec()),
+            ["plugin_name"] => self
+                .plugin_name
+                .borrow()
+                .as_ref()
+                .map(|n| n.as_bytes().to_vec()),
+            _ => None,
+        }
+    }
+
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.set_property_calls
+            .set(self.set_property_calls.get() + 1);
+        if !self.keeps_filter_state {
+            return Err(HostError::Unimplemented);
+        }
+        super::tests::allocations::not_counted(|| {
+            let value = String::from_utf8_lossy(value).into_owned();
+            self.with_effective(|r| {
+                r.filter_state.retain(|(k, _)| k != name);
+                r.filter_state.push((name.to_string(), value));
+            })
+        })
     }
 
     fn foreign_function(&self, _name: &str, _args: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
@@ -319,13 +394,14 @@ impl Host for FakeHost {
         u32::try_from(m.len() - 1).ok()
     }
 
-    fn increment_metric(&self, id: u32) {
+    fn increment_metric(&self, id: u32, by: u64) {
         if let Some((_, v)) = self.metrics.borrow_mut().get_mut(id as usize) {
-            *v += 1;
+            *v += i64::try_from(by).unwrap_or(i64::MAX);
         }
     }
 
     fn record_metric(&self, id: u32, value: u64) {
+        super::tests::allocations::not_counted(|| self.samples.borrow_mut().push((id, value)));
         if let Some((_, v)) = self.metrics.borrow_mut().get_mut(id as usize) {
             *v = i64::try_from(value).unwrap_or(i64::MAX);
         }

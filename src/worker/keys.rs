@@ -9,7 +9,7 @@ use crate::flow::{Keyring, Keys, Refetch};
 use crate::host::{Host, HostError};
 use crate::jwks::KeySet;
 
-use super::metrics::ProviderStats;
+use super::metrics::{ProviderStats, StatPrefix};
 
 /// One provider's keys on this worker.
 pub struct ProviderKeys {
@@ -49,11 +49,16 @@ pub struct Remote {
 }
 
 impl ProviderKeys {
-    pub fn new(host: &dyn Host, name: &str, source: &crate::config::KeySource) -> ProviderKeys {
+    pub fn new(
+        host: &dyn Host,
+        name: &str,
+        source: &crate::config::KeySource,
+        stats: &StatPrefix,
+    ) -> ProviderKeys {
         use crate::config::KeySource as Source;
         let (keys, remote) = match source {
             Source::Local(k) => (Some(k.clone()), None),
-            Source::Remote(r) => (None, Some(Remote::new(host, name, r))),
+            Source::Remote(r) => (None, Some(Remote::new(host, name, r, stats))),
         };
         ProviderKeys {
             name: name.to_string(),
@@ -88,7 +93,7 @@ impl ProviderKeys {
 }
 
 impl Remote {
-    fn new(host: &dyn Host, provider: &str, r: &RemoteJwks) -> Remote {
+    fn new(host: &dyn Host, provider: &str, r: &RemoteJwks, stats: &StatPrefix) -> Remote {
         let ns = format!(
             "jwt-guard/v1/{provider}/{:016x}",
             fnv1a(&[&r.cluster, &r.uri, &r.jwks_cluster])
@@ -103,7 +108,7 @@ impl Remote {
             discovered_key: format!("{ns}/discovered"),
             refetch_wanted: false,
             record: Record::default(),
-            stats: ProviderStats::define(host, provider),
+            stats: ProviderStats::define(host, stats, provider),
         };
         create_record_if_absent(host, &remote.record_key);
         remote

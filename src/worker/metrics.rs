@@ -1,4 +1,10 @@
 //! Envoy stats of decisions and of each provider's keys.
+//!
+//! Every name is `jwt_guard.<instance>.<stat>` (Envoy shows it under `wasmcustom.`), the
+//! instance being the plugin's name, so two filter instances in one Envoy never share a
+//! counter. No part of a name but the last may contain a `.` (rule and provider names are
+//! refused at load if they do; the instance is made safe here), so `stats_tags` regexes can
+//! turn the instance, rule, provider and deny code into labels unambiguously.
 
 use std::rc::Rc;
 
@@ -9,12 +15,56 @@ use crate::host::{Host, MetricKind};
 
 use super::fetch::FetchFailure;
 
-/// Per-decision stats (`wasmcustom.jwt_guard.*`): per deny code and per rule. An allowed
-/// request costs one counter update (the total is the sum over rules).
+/// The instance name when the host does not say (Envoy's `plugin_name` property).
+pub const DEFAULT_INSTANCE: &str = "jwt_guard";
+
+/// `jwt_guard.<instance>`: what every stat name of one filter instance starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatPrefix(String);
+
+impl StatPrefix {
+    /// The prefix for the instance the host calls `plugin_name`: every character but ASCII
+    /// letters, digits, `-` and `_` becomes `_` (Istio names plugins `<namespace>.<name>`:
+    /// a `.` would split the instance over two parts of the name).
+    pub fn of(plugin_name: Option<&[u8]>) -> StatPrefix {
+        let name = plugin_name.map(String::from_utf8_lossy).unwrap_or_default();
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let instance = if safe.is_empty() {
+            DEFAULT_INSTANCE
+        } else {
+            &safe
+        };
+        StatPrefix(format!("jwt_guard.{instance}"))
+    }
+
+    /// The full name of `stat`.
+    pub fn name(&self, stat: &str) -> String {
+        format!("{}.{stat}", self.0)
+    }
+}
+
+/// Per-decision stats: per deny code and per rule; CORS preflights let through; the
+/// verified-token cache; the time a decision takes. An allowed request costs one counter
+/// update and one histogram sample (the total is the sum over rules).
 pub struct Metrics {
     host: Rc<dyn Host>,
     denied: Vec<(DenyCode, Option<u32>)>,
     rules: Vec<RuleCounters>,
+    cors_preflight: Option<u32>,
+    cache_hit: Option<u32>,
+    cache_miss: Option<u32>,
+    /// `decision_duration_us`: microseconds from a request's headers to its decision
+    /// carried out.
+    decision_duration: Option<u32>,
 }
 
 /// A rule's counters (the last entry of [`Metrics::rules`] is the default's).
@@ -25,8 +75,8 @@ struct RuleCounters {
 }
 
 impl Metrics {
-    pub fn define(host: Rc<dyn Host>, config: &Config) -> Metrics {
-        let counter = |name: &str| host.define_metric(MetricKind::Counter, name);
+    pub fn define(host: Rc<dyn Host>, config: &Config, prefix: &StatPrefix) -> Metrics {
+        let counter = |stat: &str| host.define_metric(MetricKind::Counter, &prefix.name(stat));
         let names = config
             .rules
             .iter()
@@ -34,19 +84,28 @@ impl Metrics {
             .chain(std::iter::once("default"));
         let rules = names
             .map(|n| RuleCounters {
-                allowed: counter(&format!("jwt_guard.rule.{n}.allowed")),
-                denied: counter(&format!("jwt_guard.rule.{n}.denied")),
-                dry_run_denied: counter(&format!("jwt_guard.rule.{n}.dry_run_denied")),
+                allowed: counter(&format!("rule.{n}.allowed")),
+                denied: counter(&format!("rule.{n}.denied")),
+                dry_run_denied: counter(&format!("rule.{n}.dry_run_denied")),
             })
             .collect();
         let denied = DenyCode::ALL
             .iter()
-            .map(|c| (*c, counter(&format!("jwt_guard.denied.{}", c.code()))))
+            .map(|c| (*c, counter(&format!("denied.{}", c.code()))))
             .collect();
+        let cors_preflight = counter("cors_preflight");
+        let cache_hit = counter("cache_hit");
+        let cache_miss = counter("cache_miss");
+        let decision_duration =
+            host.define_metric(MetricKind::Histogram, &prefix.name("decision_duration_us"));
         Metrics {
             host,
             denied,
             rules,
+            cors_preflight,
+            cache_hit,
+            cache_miss,
+            decision_duration,
         }
     }
 
@@ -77,9 +136,31 @@ impl Metrics {
             bump(&*self.host, r.denied);
         }
     }
+
+    pub fn cors_preflight(&self) {
+        bump(&*self.host, self.cors_preflight);
+    }
+
+    /// Adds the cache lookups counted since the last call (one host call per counter that
+    /// moved, made from the tick rather than per request).
+    pub fn cache_lookups(&self, hits: u64, misses: u64) {
+        for (id, n) in [(self.cache_hit, hits), (self.cache_miss, misses)] {
+            if let (Some(id), true) = (id, n > 0) {
+                self.host.increment_metric(id, n);
+            }
+        }
+    }
+
+    /// Records how long a decision took, from two clock readings in nanoseconds.
+    pub fn decision_took(&self, started_ns: u64, ended_ns: u64) {
+        if let Some(id) = self.decision_duration {
+            self.host
+                .record_metric(id, ended_ns.saturating_sub(started_ns) / 1_000);
+        }
+    }
 }
 
-/// One provider's key stats (`wasmcustom.jwt_guard.provider.<name>.*`).
+/// One provider's key stats (`jwt_guard.<instance>.provider.<name>.*`).
 pub struct ProviderStats {
     pub fetch_attempt: Option<u32>,
     pub fetch_success: Option<u32>,
@@ -92,8 +173,8 @@ pub struct ProviderStats {
 }
 
 impl ProviderStats {
-    pub fn define(host: &dyn Host, provider: &str) -> ProviderStats {
-        let name = |s: &str| format!("jwt_guard.provider.{provider}.{s}");
+    pub fn define(host: &dyn Host, prefix: &StatPrefix, provider: &str) -> ProviderStats {
+        let name = |s: &str| prefix.name(&format!("provider.{provider}.{s}"));
         let counter = |s: &str| host.define_metric(MetricKind::Counter, &name(s));
         let gauge = |s: &str| host.define_metric(MetricKind::Gauge, &name(s));
         ProviderStats {
@@ -131,6 +212,53 @@ impl ProviderStats {
 
 pub fn bump(host: &dyn Host, id: Option<u32>) {
     if let Some(id) = id {
-        host.increment_metric(id);
+        host.increment_metric(id, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_instance_is_one_part_of_every_stat_name() {
+        let of = |n: Option<&str>| StatPrefix::of(n.map(str::as_bytes)).name("cache_hit");
+        assert_eq!(of(Some("edge-auth")), "jwt_guard.edge-auth.cache_hit");
+        assert_eq!(of(None), "jwt_guard.jwt_guard.cache_hit");
+        assert_eq!(of(Some("")), "jwt_guard.jwt_guard.cache_hit");
+        // Istio's `<namespace>.<plugin>`, and what a label could not hold.
+        assert_eq!(
+            of(Some("istio-system.jwt-guard")),
+            "jwt_guard.istio-system_jwt-guard.cache_hit"
+        );
+        assert_eq!(of(Some("a b:c/é")), "jwt_guard.a_b_c__.cache_hit");
+    }
+
+    #[test]
+    fn rule_and_provider_names_that_would_split_a_stat_name_are_refused_at_load() {
+        let jwks = crate::testkit::jwks_json();
+        let load = |provider: &str, rule: &str| {
+            Config::from_json(
+                format!(
+                    r#"{{"providers": [{{"name": "{provider}", "issuer": "https://i",
+                         "audiences": "any", "local_jwks": {{"inline": {jwks}}}}}],
+                        "rules": [{{"name": "{rule}", "allow": "anonymous"}}]}}"#
+                )
+                .as_bytes(),
+            )
+        };
+        assert!(load("corp-1_a~", "read_v2-x~").is_ok());
+        for (provider, rule, field) in [
+            ("corp", "api.v1", "rules[0].name"),
+            ("corp", "a b", "rules[0].name"),
+            ("corp", "a*", "rules[0].name"),
+            ("accounts.google.com", "r", "providers[0].name"),
+            ("Google Accounts", "r", "providers[0].name"),
+            ("", "r", "providers[0].name"),
+        ] {
+            let e = load(provider, rule).unwrap_err();
+            assert_eq!(e.path, field, "{provider} {rule}");
+            assert!(e.message.contains("stats"), "{e}");
+        }
     }
 }

@@ -7,12 +7,15 @@ mod crypto;
 mod fetch;
 mod keys;
 mod metrics;
+mod properties;
 mod request;
 
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_integration;
 
 use std::rc::Rc;
 
@@ -28,7 +31,8 @@ use crate::verify::{Crypto, RustCrypto};
 use self::crypto::HostCrypto;
 use self::fetch::Response;
 use self::keys::{KeyView, ProviderKeys};
-use self::metrics::Metrics;
+use self::metrics::{Metrics, StatPrefix};
+use self::properties::Properties;
 
 /// What the host should do with a request after its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +59,7 @@ pub struct Worker {
     providers: Vec<ProviderKeys>,
     waiters: Vec<Waiter>,
     metrics: Metrics,
+    properties: Properties,
     cache: VerifiedCache,
     crypto: Box<dyn Crypto>,
     rng: u64,
@@ -92,14 +97,16 @@ impl Worker {
                 return Err(Unsupported::NoEffectiveContext(p.name.clone()));
             }
         }
+        // Stats are named after the filter instance (the plugin's name in Envoy).
+        let stats = StatPrefix::of(host.property(&["plugin_name"]).as_deref());
         let providers = config
             .providers
             .iter()
-            .map(|p| ProviderKeys::new(&*host, &p.name, &p.keys))
+            .map(|p| ProviderKeys::new(&*host, &p.name, &p.keys, &stats))
             .collect();
-        let metrics = Metrics::define(host.clone(), &config);
+        let metrics = Metrics::define(host.clone(), &config, &stats);
         let crypto: Box<dyn Crypto> = match config.crypto {
-            CryptoBackend::Auto => Box::new(HostCrypto::new(host.clone())),
+            CryptoBackend::Auto => Box::new(HostCrypto::new(host.clone(), &stats)),
             CryptoBackend::Rust => Box::new(RustCrypto),
         };
         // Nanoseconds: workers configure within the same millisecond, and their ids (drawn
@@ -113,6 +120,7 @@ impl Worker {
             providers,
             waiters: Vec::new(),
             metrics,
+            properties: Properties::new(),
             crypto,
             rng: seed | 1,
             root_context,
@@ -131,9 +139,12 @@ impl Worker {
         x
     }
 
-    /// The periodic tick: start due fetches, then settle waiting requests.
+    /// The periodic tick: start due fetches, then settle waiting requests; count the
+    /// cache lookups made since the last tick.
     pub fn on_tick(&mut self) {
         let now = self.host.now_ms();
+        let (hits, misses) = self.cache.take_lookups();
+        self.metrics.cache_lookups(hits, misses);
         for i in 0..self.providers.len() {
             let jitter = self.random();
             if let Some(p) = self.providers.get_mut(i) {
@@ -144,36 +155,45 @@ impl Worker {
     }
 
     /// A request's headers: decide, then let it go on, answer it, or hold it for keys.
+    /// The decision is timed from the clock reading it needs anyway to one more at its end.
     pub fn on_request_headers(&mut self, context_id: u32) -> Next {
         let host = self.host.clone();
-        let now = host.now_ms();
+        let started_ns = host.now_nanos();
+        let now = started_ns / 1_000_000;
         let mut headers = request::read_headers(&*host);
-        if !request::strip_managed_headers(&*host, &self.config, &mut headers) {
-            // A client's copy of an identity header would reach the upstream.
-            self.metrics.denied(None, DenyCode::NotPrepared);
-            request::reply(
-                &*host,
-                &self.config.realm,
-                &Denial::new(DenyCode::NotPrepared),
-            );
-            return Next::Pause;
-        }
-        let outcome = self.decide(&headers, now, false);
-        if let Outcome::WaitForKeys { provider } = outcome {
-            let seen_version = self.providers.get(provider).map_or(0, |p| p.version);
-            self.waiters.push(Waiter {
-                context_id,
-                provider,
-                since_ms: now,
-                seen_version,
-            });
-            return Next::Pause;
-        }
-        if self.apply(&mut headers, &outcome) {
-            Next::Continue
+        let next = if request::strip_managed_headers(&*host, &self.config, &mut headers) {
+            let outcome = self.decide(&headers, now, false);
+            if let Outcome::WaitForKeys { provider } = outcome {
+                let seen_version = self.providers.get(provider).map_or(0, |p| p.version);
+                self.waiters.push(Waiter {
+                    context_id,
+                    provider,
+                    since_ms: now,
+                    seen_version,
+                });
+                // Not decided yet: not timed.
+                return Next::Pause;
+            }
+            if self.apply(&mut headers, &outcome) {
+                Next::Continue
+            } else {
+                Next::Pause
+            }
         } else {
+            // A client's copy of an identity header would reach the upstream.
+            request::refuse(
+                &*host,
+                &self.config,
+                &self.metrics,
+                &self.properties,
+                None,
+                None,
+                DenyCode::NotPrepared,
+            );
             Next::Pause
-        }
+        };
+        self.metrics.decision_took(started_ns, host.now_nanos());
+        next
     }
 
     /// Whether a request's body or trailers must be held: it is waiting for keys. (Envoy
@@ -218,7 +238,14 @@ impl Worker {
 
     /// Carries out `outcome` on the effective request; true when it may go on upstream.
     fn apply(&self, headers: &mut HeaderSnapshot, outcome: &Outcome) -> bool {
-        request::apply(&*self.host, &self.config, &self.metrics, headers, outcome)
+        request::apply(
+            &*self.host,
+            &self.config,
+            &self.metrics,
+            &self.properties,
+            headers,
+            outcome,
+        )
     }
 
     /// Decides for the effective request. `waited`: it may not wait (again) for keys.

@@ -1,7 +1,7 @@
 //! The request being handled (whichever context is effective): its headers read for the
 //! decision, and an [`Outcome`] carried out on it.
 
-use crate::audit::RequestLine;
+use crate::audit::{rule_name, RequestLine, Verdict};
 use crate::client_address::{client_address, ClientAddressFrom};
 use crate::config::{Config, DRY_RUN_HEADER};
 use crate::deny::{render, Denial, DenyCode};
@@ -12,6 +12,7 @@ use crate::headers::HeaderSnapshot;
 use crate::host::Host;
 
 use super::metrics::Metrics;
+use super::properties::Properties;
 
 /// The request's headers, read in one host call. If the host cannot give them, the
 /// snapshot is empty: the request then has no token and is denied, never let through.
@@ -82,12 +83,14 @@ pub fn client_ip(
     client_address(from, peer.as_deref(), headers)
 }
 
-/// Carries out an allow or deny on the request. Returns true when the request may go on
-/// upstream (the caller continues or resumes it).
+/// Carries out an allow or deny on the request: audit line, filter state, identity
+/// headers, stats, reply. Returns true when the request may go on upstream (the caller
+/// continues or resumes it).
 pub fn apply(
     host: &dyn Host,
     config: &Config,
     metrics: &Metrics,
+    properties: &Properties,
     headers: &mut HeaderSnapshot,
     outcome: &Outcome,
 ) -> bool {
@@ -99,6 +102,9 @@ pub fn apply(
     if let Some(record) = crate::audit::record(config, outcome, line, source) {
         log::info!("jwt-guard audit {record}");
     }
+    // Filter state goes first on a refusal: a local reply can end the request (and write
+    // its access log) before this returns.
+    let verdict = Verdict::of(config, outcome);
     match outcome {
         Outcome::Allow(allowed) => {
             let mut prepared = true;
@@ -113,9 +119,20 @@ pub fn apply(
             if !prepared {
                 // An identity header the upstream would trust is missing or stale, or the
                 // token it was told not to see is still there: never send that on.
-                metrics.denied(allowed.rule, DenyCode::NotPrepared);
-                reply(host, &config.realm, &Denial::new(DenyCode::NotPrepared));
+                let rule = Some(rule_name(config, allowed.rule));
+                refuse(
+                    host,
+                    config,
+                    metrics,
+                    properties,
+                    allowed.rule,
+                    rule,
+                    DenyCode::NotPrepared,
+                );
                 return false;
+            }
+            if let Some(v) = &verdict {
+                properties.publish(host, v);
             }
             metrics.allowed(
                 allowed.rule,
@@ -124,16 +141,50 @@ pub fn apply(
             true
         }
         Outcome::Deny(denied) => {
+            if let Some(v) = &verdict {
+                properties.publish(host, v);
+            }
             metrics.denied(denied.rule, denied.denial.code);
             reply(host, &config.realm, &denied.denial);
             false
         }
+        Outcome::CorsPreflight => {
+            if let Some(v) = &verdict {
+                properties.publish(host, v);
+            }
+            metrics.cors_preflight();
+            true
+        }
         Outcome::WaitForKeys { .. } => {
-            metrics.denied(None, DenyCode::KeysUnavailable);
-            reply(host, &config.realm, &Denial::new(DenyCode::KeysUnavailable));
+            // It waited as long as it may.
+            refuse(
+                host,
+                config,
+                metrics,
+                properties,
+                None,
+                None,
+                DenyCode::KeysUnavailable,
+            );
             false
         }
     }
+}
+
+/// Refuses the request for a reason of the filter's own (`rule`: the one that had let it
+/// through, by index for the stats and by name for the filter state).
+pub fn refuse(
+    host: &dyn Host,
+    config: &Config,
+    metrics: &Metrics,
+    properties: &Properties,
+    rule: Option<usize>,
+    rule_name: Option<&str>,
+    code: DenyCode,
+) {
+    properties.publish(host, &Verdict::refused(code, rule_name));
+    metrics.denied(rule, code);
+    reply(host, &config.realm, &Denial::new(code));
 }
 
 /// Sends the local reply for a denial.

@@ -319,6 +319,19 @@ pub struct Stream {
     pub awaiting_done: bool,
     /// `proxy_on_delete` ran.
     pub deleted: bool,
+    /// What `proxy_set_property` set on it, by name (Envoy keeps these as filter state
+    /// `wasm.<name>`); a name set again keeps its last value.
+    pub properties: Vec<(String, Vec<u8>)>,
+}
+
+impl Stream {
+    /// A property the module set on this request, as text.
+    pub fn property(&self, name: &str) -> Option<String> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
 }
 
 /// Where a request stands.
@@ -1104,6 +1117,28 @@ fn define_env(linker: &mut Linker<State>) -> Result<()> {
 
     linker.func_wrap(
         "env",
+        "proxy_set_property",
+        |mut cx: Cx, path: i32, path_len: i32, value: i32, value_len: i32| {
+            returned((|| {
+                // As Envoy: the name is kept as sent; without a request there is nothing
+                // to set it on.
+                let name = read_string(&mut cx, path, path_len)?;
+                let value = read(&mut cx, value, value_len)?;
+                let h = host(&mut cx);
+                let stream = h
+                    .streams
+                    .get_mut(&h.effective)
+                    .filter(|s| !s.deleted)
+                    .ok_or(Fail::Status(status::NOT_FOUND))?;
+                stream.properties.retain(|(k, _)| *k != name);
+                stream.properties.push((name, value));
+                Ok(())
+            })())
+        },
+    )?;
+
+    linker.func_wrap(
+        "env",
         "proxy_get_shared_data",
         |mut cx: Cx, key: i32, key_len: i32, ptr_ptr: i32, size_ptr: i32, cas_ptr: i32| {
             returned((|| {
@@ -1280,14 +1315,12 @@ fn define_env(linker: &mut Linker<State>) -> Result<()> {
     define_unsupported(linker)
 }
 
-/// Imports of the SDK that jwt-guard never uses (gRPC, shared queues, writable buffers and
-/// properties): they exist so the module links, answer Unimplemented, and are recorded so
+/// Imports of the SDK that jwt-guard never uses (gRPC, shared queues, writable buffers): they exist so the module links, answer Unimplemented, and are recorded so
 /// a test can check that none was called.
 fn define_unsupported(linker: &mut Linker<State>) -> Result<()> {
     use wasmtime::{FuncType, Val, ValType};
-    const CALLS: [(&str, usize); 11] = [
+    const CALLS: [(&str, usize); 10] = [
         ("proxy_set_buffer_bytes", 5),
-        ("proxy_set_property", 4),
         ("proxy_grpc_call", 12),
         ("proxy_grpc_stream", 9),
         ("proxy_grpc_send", 4),

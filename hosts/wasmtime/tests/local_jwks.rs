@@ -24,8 +24,14 @@ fn valid_es256_and_rs256_tokens_go_upstream_with_the_identity_header() {
     // The host answered NotFound, so the filter checked both signatures in pure Rust.
     assert!(w.foreign_calls().iter().all(|f| f == "verify_signature"));
     assert!(w.logged("using pure-Rust crypto"));
-    assert_eq!(proxy.metric("jwt_guard.signature_checks.host"), Some(0));
-    assert_eq!(proxy.metric("jwt_guard.rule.rule-1.allowed"), Some(2));
+    assert_eq!(
+        proxy.metric("jwt_guard.jwt_guard.signature_checks.host"),
+        Some(0)
+    );
+    assert_eq!(
+        proxy.metric("jwt_guard.jwt_guard.rule.rule-1.allowed"),
+        Some(2)
+    );
     assert!(
         w.unsupported_calls().is_empty(),
         "{:?}",
@@ -98,4 +104,48 @@ fn an_ip_binding_reads_the_peer_from_source_address() {
     let mut w = worker(&proxy, options, &config);
     let r = get(&mut w, "/workflows/active", Some(&token));
     forwarded(&w, r);
+}
+
+#[test]
+fn the_decision_is_set_as_properties_and_stats_carry_the_plugin_name() {
+    let proxy = proxy();
+    let mut options = Options::default();
+    options.set_property("plugin_name", "edge");
+    let mut w = worker(&proxy, options, &local_config());
+    let allowed = get(&mut w, "/workflows/active", Some(&es256(&claims())));
+    let denied = get(&mut w, "/workflows/active", None);
+    let property = |id, name| w.stream(id).unwrap().property(name);
+    assert_eq!(
+        property(allowed.id, "jwt_guard.decision").as_deref(),
+        Some("allow")
+    );
+    assert_eq!(
+        property(allowed.id, "jwt_guard.sub").as_deref(),
+        Some("svc-a")
+    );
+    assert_eq!(property(allowed.id, "jwt_guard.iss").as_deref(), Some(ISS));
+    assert_eq!(
+        property(allowed.id, "jwt_guard.scope").as_deref(),
+        Some("workflow:read")
+    );
+    assert_eq!(
+        property(denied.id, "jwt_guard.decision").as_deref(),
+        Some("deny")
+    );
+    assert_eq!(
+        property(denied.id, "jwt_guard.code").as_deref(),
+        Some("AUTH_100")
+    );
+    assert_eq!(property(denied.id, "jwt_guard.sub"), None);
+    assert_eq!(proxy.metric("jwt_guard.edge.rule.rule-1.allowed"), Some(1));
+    assert_eq!(proxy.metric("jwt_guard.edge.rule.rule-1.denied"), Some(1));
+    assert_eq!(
+        proxy.metric("jwt_guard.jwt_guard.rule.rule-1.allowed"),
+        None
+    );
+    assert!(
+        w.unsupported_calls().is_empty(),
+        "{:?}",
+        w.unsupported_calls()
+    );
 }

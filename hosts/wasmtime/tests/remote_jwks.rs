@@ -55,11 +55,11 @@ fn a_cold_request_waits_for_the_jwks_then_a_second_worker_uses_the_shared_keys()
     assert_eq!(header(&forwarded(&b, r), SUB_HEADER), Some("svc-a"));
     assert!(b.http_calls().is_empty(), "{:?}", b.http_calls());
     assert_eq!(
-        proxy.metric("jwt_guard.provider.corp.jwks_fetch_attempt"),
+        proxy.metric("jwt_guard.jwt_guard.provider.corp.jwks_fetch_attempt"),
         Some(1)
     );
     assert_eq!(
-        proxy.metric("jwt_guard.provider.corp.jwks_fetch_success"),
+        proxy.metric("jwt_guard.jwt_guard.provider.corp.jwks_fetch_success"),
         Some(1)
     );
 }
@@ -78,7 +78,7 @@ fn a_failed_jwks_fetch_answers_the_waiting_request_503_auth_130() {
     assert_eq!(resp.header("retry-after"), Some("5"));
     assert!(w.logged("status 500"));
     assert_eq!(
-        proxy.metric("jwt_guard.provider.corp.jwks_fetch_failure"),
+        proxy.metric("jwt_guard.jwt_guard.provider.corp.jwks_fetch_failure"),
         Some(1)
     );
 }
