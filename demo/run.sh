@@ -57,8 +57,10 @@ sed -e "s/port_value: 8080/port_value: $PORT/" -e "s/port_value: 9901/port_value
     -e "s/port_value: 8081/port_value: $UPSTREAM_PORT/" -e "s/port_value: 9000/port_value: $IDP_PORT/" \
     -e "s#127.0.0.1:9000#127.0.0.1:$IDP_PORT#g" envoy/envoy.yaml >"$LOGS/envoy.yaml"
 # Envoy logs to envoy.log; why it refuses a config goes to stderr, hence envoy.out.
+# The access log (one JSON line per request, jwt-guard's decision in it) is Envoy's stdout,
+# envoy.out, flushed every half second.
 "$ENVOY_BIN" -c "$LOGS/envoy.yaml" --disable-hot-restart --concurrency 2 -l info \
-  --log-path "$LOGS/envoy.log" >"$LOGS/envoy.out" 2>&1 & PIDS+=($!)
+  --file-flush-interval-msec 500 --log-path "$LOGS/envoy.log" >"$LOGS/envoy.out" 2>&1 & PIDS+=($!)
 wait_for "Envoy" $! "curl -sf http://127.0.0.1:$ADMIN_PORT/ready" "$LOGS/envoy.log" "$LOGS/envoy.out"
 
 TOKEN_CMD="curl -s -u demo-client:demo-secret -d grant_type=client_credentials -d scope=workflow:read $IDP/token | $PYTHON -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
@@ -87,6 +89,16 @@ if [[ "${DEMO_SMOKE:-}" == 1 ]]; then
     -X POST -H "$auth" $API/workflows
   check 401 '"unauthorized"' "GET /workflows without a token" $API/workflows
   check 200 '"path": "/health"' "GET /health without a token" $API/health
+  # The access log carries the verified identity from jwt-guard's filter state.
+  logged() { grep '"client_id":"demo-client"' "$LOGS/envoy.out" | grep -q '"decision":"allow"'; }
+  for _ in $(seq 50); do logged && break; sleep 0.1; done
+  if logged; then
+    echo "ok         access log line with jwt-guard's decision and client_id"
+  else
+    echo "FAIL  no access log line with decision allow and client_id demo-client in envoy.out" >&2
+    tail -n 5 "$LOGS/envoy.out" >&2
+    failed=1
+  fi
   if [[ $failed == 1 ]]; then
     echo "demo: last lines of $LOGS/envoy.log:" >&2
     tail -n 30 "$LOGS/envoy.log" >&2
@@ -99,7 +111,7 @@ fi
 
 cat <<EOT
 
-jwt-guard demo is up (logs in $LOGS).
+jwt-guard demo is up (logs in $LOGS; the access log is envoy.out).
   Envoy + jwt-guard  $API    (admin: http://127.0.0.1:$ADMIN_PORT/stats?filter=jwt_guard)
   identity provider  $IDP    (discovery: /.well-known/openid-configuration, keys: /jwks)
   upstream (echo)    http://127.0.0.1:$UPSTREAM_PORT

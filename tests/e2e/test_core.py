@@ -227,7 +227,7 @@ def test_more_than_one_token_is_a_400_never_a_pick(core, es):
         assert (r.status, r.code) == (400, "AUTH_117"), (headers, path, r)
         assert 'error="invalid_request"' in r.headers["www-authenticate"], r
         assert_not_echoed(r, good_token)
-    assert core.stat("jwt_guard.denied.AUTH_117") >= 4
+    assert core.stat("denied.AUTH_117") >= 4
 
 
 GRPC = {"content-type": "application/grpc", "te": "trailers"}

@@ -105,7 +105,7 @@ def test_rotation_new_key_accepted_after_one_refetch_old_key_refused(envoy_facto
     idp.set_json("/jwks", harness.jwks(new))  # the IdP rotates
     assert status(envoy, token(new)) == 200
     assert idp.count("/jwks") == 2
-    assert envoy.stat("jwt_guard.provider.corp.unknown_kid_refetch") == 1
+    assert envoy.stat("provider.corp.unknown_kid_refetch") == 1
     # The old key is gone: once every worker has picked up the new keys (their next tick),
     # its tokens are refused, cached or not, without another fetch.
     harness.wait_for(lambda: all(envoy.get("/api", old_token).code == "AUTH_115" for _ in range(8)),
@@ -137,11 +137,11 @@ def test_idp_down_keys_serve_until_max_stale_then_503(envoy_factory, idp, es):
     assert status(envoy, tok) == 200
     fetched = time.monotonic()
     idp.stop()
-    harness.wait_for(lambda: envoy.stat("jwt_guard.provider.corp.jwks_fetch_failure.unreachable") >= 1,
+    harness.wait_for(lambda: envoy.stat("provider.corp.jwks_fetch_failure.unreachable") >= 1,
                      timeout=10, what="a failed refresh (nothing listening: unreachable)")
     assert status(envoy, tok) == 200, "stale keys keep serving"
     # The gauge is refreshed on the filter's tick, not with the failure counter.
-    harness.wait_for(lambda: envoy.stat("jwt_guard.provider.corp.stale") == 1, timeout=3,
+    harness.wait_for(lambda: envoy.stat("provider.corp.stale") == 1, timeout=3,
                      what="the stale gauge")
     r = envoy.wait_for_reply(lambda r: r.status == 503, "/api", tok, what="503 after max_stale_s")
     assert r.code == "AUTH_131"
@@ -165,10 +165,10 @@ def test_bad_jwks_answers_keep_the_last_good_keys(envoy_factory, idp, es):
         "hangs past the timeout": ("unreachable", lambda: idp.hang(3)),
     }
     for name, (reason, make_bad) in bad_answers.items():
-        counter = f"jwt_guard.provider.corp.jwks_fetch_failure.{reason}"
-        failures, by_reason = envoy.stat("jwt_guard.provider.corp.jwks_fetch_failure"), envoy.stat(counter)
+        counter = f"provider.corp.jwks_fetch_failure.{reason}"
+        failures, by_reason = envoy.stat("provider.corp.jwks_fetch_failure"), envoy.stat(counter)
         make_bad()
-        harness.wait_for(lambda: envoy.stat("jwt_guard.provider.corp.jwks_fetch_failure") > failures,
+        harness.wait_for(lambda: envoy.stat("provider.corp.jwks_fetch_failure") > failures,
                          timeout=40, interval=0.2, what=f"a failed fetch ({name})")
         assert envoy.stat(counter) > by_reason, (name, reason)
         assert status(envoy, tok) == 200, name
@@ -183,7 +183,7 @@ def test_cache_control_max_age_drives_refresh(envoy_factory, idp, es):
     envoy = envoy_factory(plugin(idp.url("/jwks"), refresh_min_s=1), {"jwks": idp.port})
     assert status(envoy, token(es)) == 200
     harness.wait_for(lambda: idp.count("/jwks") >= 3, timeout=10, what="refreshes every max-age")
-    assert envoy.stat("jwt_guard.provider.corp.jwks_fetch_success") >= 3
+    assert envoy.stat("provider.corp.jwks_fetch_success") >= 3
 
 
 def discovery_plugin(idp, **extra):
@@ -235,4 +235,4 @@ def test_discovery_with_another_issuer_is_refused(envoy_factory, idp, es):
     assert r.code == "AUTH_130"
     assert idp.count("/jwks") == 0
     assert "discovery fetch" in envoy.log_text() and "names another issuer" in envoy.log_text()
-    assert envoy.stat("jwt_guard.provider.corp.jwks_fetch_failure.issuer_mismatch") >= 1
+    assert envoy.stat("provider.corp.jwks_fetch_failure.issuer_mismatch") >= 1

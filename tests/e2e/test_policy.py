@@ -209,12 +209,12 @@ def test_allow_missing(envoy, keys):
 
 
 def test_dry_run_lets_through_reports_and_counts(envoy, keys):
-    before = envoy.stat("jwt_guard.rule.trial.dry_run_denied")
+    before = envoy.stat("rule.trial.dry_run_denied")
     r = envoy.get("/trial", auth_token(keys, scope="workflow:read"))
     assert r.status == 200
     assert r.json["headers"]["x-jwt-guard-dry-run"] == "would-deny AUTH_102 403"
     assert envoy.get("/trial", auth_token(keys, scope="beta")).json["headers"].get("x-jwt-guard-dry-run") is None
-    harness.wait_for(lambda: envoy.stat("jwt_guard.rule.trial.dry_run_denied") == before + 1, timeout=5)
+    harness.wait_for(lambda: envoy.stat("rule.trial.dry_run_denied") == before + 1, timeout=5)
     assert '"decision":"dry_run_deny"' in envoy.log_text()
 
 
@@ -260,7 +260,7 @@ def test_audit_of_denials_can_be_turned_off_stats_still_count(upstream, envoy_fa
     # The allowed line comes after the denial: once it is in the log, the denial would be.
     lines = harness.wait_for(lambda: audit_lines(e), timeout=5, what="the allowed request's line")
     assert [a["decision"] for a in lines] == ["allow"]
-    assert e.stat("jwt_guard.denied.AUTH_100") == 1
+    assert e.stat("denied.AUTH_100") == 1
 
 
 def test_stats_per_rule_and_per_code(envoy, keys):
@@ -268,7 +268,7 @@ def test_stats_per_rule_and_per_code(envoy, keys):
     envoy.get("/health")
     envoy.get("/admin")  # no token: AUTH_100
     after = harness.wait_for(
-        lambda: (lambda s: s if s.get("wasmcustom.jwt_guard.denied.AUTH_100", 0) > before.get(
-            "wasmcustom.jwt_guard.denied.AUTH_100", 0) else None)(envoy.stats()), timeout=5)
-    assert after["wasmcustom.jwt_guard.rule.health.allowed"] > before.get("wasmcustom.jwt_guard.rule.health.allowed", 0)
-    assert after["wasmcustom.jwt_guard.rule.admin.denied"] > before.get("wasmcustom.jwt_guard.rule.admin.denied", 0)
+        lambda: (lambda s: s if s.get("wasmcustom.jwt_guard.jwt_guard.denied.AUTH_100", 0) > before.get(
+            "wasmcustom.jwt_guard.jwt_guard.denied.AUTH_100", 0) else None)(envoy.stats()), timeout=5)
+    assert after["wasmcustom.jwt_guard.jwt_guard.rule.health.allowed"] > before.get("wasmcustom.jwt_guard.jwt_guard.rule.health.allowed", 0)
+    assert after["wasmcustom.jwt_guard.jwt_guard.rule.admin.denied"] > before.get("wasmcustom.jwt_guard.jwt_guard.rule.admin.denied", 0)

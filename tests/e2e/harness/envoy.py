@@ -49,15 +49,16 @@ def static_cluster(name, port):
     }
 
 
-def wasm_filter(plugin, wasm=None):
+def wasm_filter(plugin, wasm=None, name="jwt_guard"):
     """The filter as CONTRACT.md loads it; `plugin` is a dict (sent as JSON) or raw text;
-    `wasm` another module file than the one under test (the release image's, say)."""
+    `wasm` another module file than the one under test (the release image's, say); `name`
+    is the plugin's name, which names its stats."""
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": "jwt_guard",
+                "name": name,
                 "root_id": "jwt_guard",
                 "vm_config": {
                     "vm_id": "jwt_guard",
@@ -91,12 +92,13 @@ RECOMMENDED_HCM = {
 
 
 def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port, filters=None,
-              hcm=None, virtual_hosts=None):
+              hcm=None, virtual_hosts=None, extra=None):
     """Listener -> HCM -> [filter] -> router -> the echo upstream; `clusters` (name -> port)
     are the JWKS/IdP clusters the plugin names. `plugin=None` leaves the filter out (used to
     check the harness itself); `filters` replaces it with other HTTP filters (Envoy's
     native ones, to compare with). `hcm` overrides connection manager fields (None removes
-    one); `virtual_hosts` replaces the one catch-all virtual host."""
+    one); `virtual_hosts` replaces the one catch-all virtual host; `extra` adds top-level
+    bootstrap fields (`stats_config`, say)."""
     if filters is not None:
         filters = list(filters)
     else:
@@ -120,6 +122,7 @@ def bootstrap(plugin, upstream_port, clusters, listener_port, admin_port, filter
         else:
             hcm_config[key] = value
     return {
+        **(extra or {}),
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [{
@@ -138,7 +141,7 @@ class Envoy(LogFile):
     """One Envoy process on free ports, its bootstrap and log in a temp dir."""
 
     def __init__(self, plugin, upstream_port, clusters=None, concurrency=1, filters=None, hcm=None,
-                 virtual_hosts=None):
+                 virtual_hosts=None, bootstrap_extra=None):
         # Envoy binds port 0 for both and reports what it got (wait_ready reads them), so
         # no port is chosen here that another process could take before Envoy binds it.
         self.port = self.admin_port = None
@@ -146,7 +149,8 @@ class Envoy(LogFile):
         self.config_path = os.path.join(self.dir, "envoy.yaml")
         self.log_path = os.path.join(self.dir, "envoy.log")
         self.admin_address_path = os.path.join(self.dir, "admin-address")
-        config = bootstrap(plugin, upstream_port, clusters or {}, 0, 0, filters, hcm, virtual_hosts)
+        config = bootstrap(plugin, upstream_port, clusters or {}, 0, 0, filters, hcm, virtual_hosts,
+                           bootstrap_extra)
         with open(self.config_path, "w") as f:
             yaml.safe_dump(config, f, sort_keys=False)
         self.concurrency = concurrency
@@ -156,7 +160,9 @@ class Envoy(LogFile):
     def start(self, wait=True):
         args = [ENVOY, "-c", self.config_path, "--disable-hot-restart",
                 "--admin-address-path", self.admin_address_path,
-                "--concurrency", str(self.concurrency), "-l", "info"]
+                "--concurrency", str(self.concurrency), "-l", "info",
+                # Access logs reach their files within 0.1 s (Envoy's default is 10 s).
+                "--file-flush-interval-msec", "100"]
         if WASM_LOG_LEVEL:
             args += ["--component-log-level", f"wasm:{WASM_LOG_LEVEL}"]
         # stdout too: why Envoy refuses a config is printed there, not only in the log.
@@ -232,9 +238,16 @@ class Envoy(LogFile):
                 out[name] = int(value)
         return out
 
-    def stat(self, name):
-        """One of the filter's own stats (Envoy prefixes them with `wasmcustom.`)."""
-        return self.stats().get("wasmcustom." + name, 0)
+    def stat(self, name, instance="jwt_guard"):
+        """One of the filter's own stats, by its name within the filter instance (the
+        plugin's name): `rule.api.allowed` is `wasmcustom.jwt_guard.<instance>.rule.api.allowed`."""
+        return self.stats().get(f"wasmcustom.jwt_guard.{instance}.{name}", 0)
+
+    def prometheus(self):
+        """`/stats/prometheus`, as Prometheus scrapes it."""
+        status, body = self.admin("/stats/prometheus")
+        assert status == 200, body
+        return body
 
     def request(self, path, headers=None, method="GET", timeout=10):
         return client.request(self.port, path, headers, method, timeout=timeout)
