@@ -76,9 +76,12 @@ pub(crate) struct RawConfig {
     /// Who checks signatures: "auto" (the host's crypto where it has it) or "rust".
     #[serde(default)]
     pub(crate) crypto: CryptoBackend,
-    /// Path comparison defaults for every rule.
+    /// true: a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method, no
+    /// method override) passes without a token, unless the default or an unconditional
+    /// deny rule refuses everyone (default false).
     #[serde(default)]
     pub(crate) bypass_cors_preflight: bool,
+    /// Path comparison defaults for every rule.
     #[serde(default)]
     pub(crate) path_matching: Option<RawPathMatching>,
     /// The address `ip_bindings` check (default: the TCP peer).
@@ -161,7 +164,7 @@ fn yes() -> bool {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProvider {
-    /// Unique; names stats and shared data.
+    /// Unique; names stats and shared data: ASCII letters, digits, '-', '_' and '~'.
     pub(crate) name: String,
     /// `iss` must equal it exactly.
     pub(crate) issuer: String,
@@ -295,7 +298,8 @@ pub(crate) struct RawHeaderSource {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRule {
-    /// Names the rule in the audit log and stats (default `rule-<index>`).
+    /// Names the rule in the audit log, filter state and stats (default `rule-<index>`):
+    /// ASCII letters, digits, '-', '_' and '~'.
     #[serde(default)]
     pub(crate) name: Option<String>,
     /// Which requests the rule applies to; absent: every request.

@@ -525,8 +525,9 @@ fn keys_notes(cfg: &Config, jwks: &JwksAnswers) -> Vec<KeysNote> {
         .collect()
 }
 
-/// The rule whose counter the filter moved: `jwt_guard.rule.<name>.<outcome>`, defined
-/// in rule order then the default; a name used twice is told apart by that order.
+/// The rule whose counter the filter moved: `jwt_guard.<instance>.rule.<name>.<outcome>`
+/// (this host names no plugin: the instance is `jwt_guard`), defined in rule order then
+/// the default; a name used twice is told apart by that order.
 fn deciding_rule(cfg: &Config, metrics: &[(String, u64)]) -> Option<RuleRef> {
     let names: Vec<&str> = cfg
         .rules
@@ -537,7 +538,7 @@ fn deciding_rule(cfg: &Config, metrics: &[(String, u64)]) -> Option<RuleRef> {
     let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
     for (metric, value) in metrics {
         let Some((name, outcome)) = metric
-            .strip_prefix("jwt_guard.rule.")
+            .strip_prefix("jwt_guard.jwt_guard.rule.")
             .and_then(|r| r.rsplit_once('.'))
         else {
             continue;

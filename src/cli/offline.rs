@@ -37,6 +37,8 @@ pub struct HeldRequest {
     pub headers: Vec<(String, String)>,
     pub reply: Option<Reply>,
     pub resumed: bool,
+    /// The filter state the worker set (Envoy's `wasm.<name>`), by name.
+    pub properties: Vec<(String, String)>,
 }
 
 struct Answer {
@@ -261,6 +263,16 @@ impl Host for OfflineHost {
         }
     }
 
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.with_effective(|r| {
+            r.properties.retain(|(k, _)| k != name);
+            r.properties.push((
+                name.to_string(),
+                String::from_utf8_lossy(value).into_owned(),
+            ));
+        })
+    }
+
     fn foreign_function(&self, _name: &str, _args: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
         Err(HostError::NotFound)
     }
@@ -271,9 +283,9 @@ impl Host for OfflineHost {
         u32::try_from(m.len() - 1).ok()
     }
 
-    fn increment_metric(&self, id: u32) {
+    fn increment_metric(&self, id: u32, by: u64) {
         if let Some((_, v)) = self.metrics.borrow_mut().get_mut(id as usize) {
-            *v = v.saturating_add(1);
+            *v = v.saturating_add(by);
         }
     }
 
