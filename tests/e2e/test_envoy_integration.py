@@ -88,7 +88,7 @@ def test_the_access_log_of_envoy_yaml_shows_the_decision_and_the_verified_identi
     assert (public["decision"], public["rule"], public["sub"]) == ("allow", "public", None)
 
 
-def test_rbac_and_cel_after_jwt_guard_read_its_filter_state(upstream, es, tmp_path):
+def test_rbac_and_cel_after_jwt_guard_read_its_filter_state(envoy_factory, es, tmp_path):
     """Envoy's RBAC, after jwt-guard, lets only one verified client through (what a header
     a client could send cannot do); a CEL expression reads the same value, as bytes."""
     rbac = {"name": "envoy.filters.http.rbac", "typed_config": {
@@ -106,18 +106,13 @@ def test_rbac_and_cel_after_jwt_guard_read_its_filter_state(upstream, es, tmp_pa
             "formatters": [{"name": "envoy.formatter.cel", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.formatter.cel.v3.Cel"}}]}}}]
     p = plugin(es, rules=[{"name": "api", "match": {"path_prefix": "/"}, "require": {}}])
-    envoy = harness.Envoy(None, upstream.port, filters=[harness.wasm_filter(p), rbac],
-                          hcm={"access_log": cel_log})
-    try:
-        envoy.start()
-        assert envoy.get("/x", token(es, client_id="reports-client")).status == 200
-        other = envoy.get("/x", token(es, client_id="other"))
-        assert other.status == 403 and other.code is None, other  # RBAC's own refusal
-        lines = harness.wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 2
-                                 and log.read_text().splitlines(), timeout=10, what="two access log lines")
-        assert lines == ["200 true", "403 false"]
-    finally:
-        envoy.stop()
+    envoy = envoy_factory(None, filters=[harness.wasm_filter(p), rbac], hcm={"access_log": cel_log})
+    assert envoy.get("/x", token(es, client_id="reports-client")).status == 200
+    other = envoy.get("/x", token(es, client_id="other"))
+    assert other.status == 403 and other.code is None, other  # RBAC's own refusal
+    lines = harness.wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 2
+                             and log.read_text().splitlines(), timeout=10, what="two access log lines")
+    assert lines == ["200 true", "403 false"]
 
 
 PROMETHEUS_LINE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
@@ -134,7 +129,7 @@ def prometheus_values(text):
     return out
 
 
-def test_two_filter_instances_have_their_own_prometheus_labels(upstream, idp, es):
+def test_two_filter_instances_have_their_own_prometheus_labels(envoy_factory, idp, es):
     """Two jwt-guard instances in one Envoy, with the stats_tags of envoy/envoy.yaml: each
     instance's counters are its own, labelled by instance, rule, deny code and provider."""
     idp.set_json("/jwks", harness.jwks(es))
@@ -146,47 +141,46 @@ def test_two_filter_instances_have_their_own_prometheus_labels(upstream, idp, es
     filters = [harness.wasm_filter(edge, name="edge"), harness.wasm_filter(inner, name="istio-system.inner")]
     stats_config = shipped()["stats_config"]
     # Histograms reach the admin endpoints when they are flushed: on each admin request here.
-    envoy = harness.Envoy(None, upstream.port, {"idp": idp.port}, filters=filters,
+    envoy = envoy_factory(None, {"idp": idp.port}, filters=filters,
                           bootstrap_extra={"stats_config": stats_config, "stats_flush_on_admin": True})
+    tok = token(es, scope="reports:read")
+    assert [envoy.get("/public/a").status for _ in range(2)] == [200, 200]
+    assert envoy.get("/reports/x").status == 401
+    assert [envoy.get("/reports/x", tok).status for _ in range(2)] == [200, 200]
+    wanted = {
+        ("jwt_guard_rule_allowed", (("jwt_guard_instance", "edge"), ("rule", "public"))): 2,
+        ("jwt_guard_rule_allowed", (("jwt_guard_instance", "edge"), ("rule", "reports"))): 2,
+        ("jwt_guard_rule_denied", (("jwt_guard_instance", "edge"), ("rule", "reports"))): 1,
+        ("jwt_guard_denied", (("jwt_guard_instance", "edge"), ("code", "AUTH_100"))): 1,
+        # The inner instance saw only what the edge let through.
+        ("jwt_guard_rule_allowed", (("jwt_guard_instance", "istio-system_inner"), ("rule", "all"))): 4,
+        ("jwt_guard_denied", (("jwt_guard_instance", "istio-system_inner"), ("code", "AUTH_100"))): 0,
+        # The second token was the cached first one (counted on the 100 ms tick).
+        ("jwt_guard_cache_miss", (("jwt_guard_instance", "edge"),)): 1,
+        ("jwt_guard_cache_hit", (("jwt_guard_instance", "edge"),)): 1,
+        ("jwt_guard_provider_jwks_fetch_success", (("jwt_guard_instance", "edge"), ("provider", "idp"))): 1,
+        # Every decision is timed, in microseconds.
+        ("jwt_guard_decision_duration_us_count", (("jwt_guard_instance", "edge"),)): 5,
+        ("jwt_guard_decision_duration_us_count", (("jwt_guard_instance", "istio-system_inner"),)): 4,
+    }
+
+    seen = {}
+
+    def scraped():
+        """The values, once every wanted one is there (histograms come with a flush)."""
+        values = prometheus_values(envoy.prometheus())
+        seen.update({k: values.get((k[0], frozenset(k[1]))) for k in wanted})
+        return values if seen == wanted else None
+
     try:
-        envoy.start()
-        tok = token(es, scope="reports:read")
-        assert [envoy.get("/public/a").status for _ in range(2)] == [200, 200]
-        assert envoy.get("/reports/x").status == 401
-        assert [envoy.get("/reports/x", tok).status for _ in range(2)] == [200, 200]
-        wanted = {
-            ("jwt_guard_rule_allowed", (("jwt_guard_instance", "edge"), ("rule", "public"))): 2,
-            ("jwt_guard_rule_allowed", (("jwt_guard_instance", "edge"), ("rule", "reports"))): 2,
-            ("jwt_guard_rule_denied", (("jwt_guard_instance", "edge"), ("rule", "reports"))): 1,
-            ("jwt_guard_denied", (("jwt_guard_instance", "edge"), ("code", "AUTH_100"))): 1,
-            # The inner instance saw only what the edge let through.
-            ("jwt_guard_rule_allowed", (("jwt_guard_instance", "istio-system_inner"), ("rule", "all"))): 4,
-            ("jwt_guard_denied", (("jwt_guard_instance", "istio-system_inner"), ("code", "AUTH_100"))): 0,
-            # The second token was the cached first one (counted on the 100 ms tick).
-            ("jwt_guard_cache_miss", (("jwt_guard_instance", "edge"),)): 1,
-            ("jwt_guard_cache_hit", (("jwt_guard_instance", "edge"),)): 1,
-            ("jwt_guard_provider_jwks_fetch_success", (("jwt_guard_instance", "edge"), ("provider", "idp"))): 1,
-            # Every decision is timed, in microseconds.
-            ("jwt_guard_decision_duration_us_count", (("jwt_guard_instance", "edge"),)): 5,
-            ("jwt_guard_decision_duration_us_count", (("jwt_guard_instance", "istio-system_inner"),)): 4,
-        }
-
-        def scraped():
-            values = prometheus_values(envoy.prometheus())
-            return values, {k: values.get((k[0], frozenset(k[1]))) for k in wanted}
-
-        try:
-            values = harness.wait_for(lambda: (lambda v, got: v if got == wanted else None)(*scraped()),
-                                      timeout=10, what="the Prometheus values")
-        except AssertionError:
-            assert scraped()[1] == wanted
-            raise
-        names = {metric for metric, _ in values}
-        assert not any("wasmcustom" in n or n.startswith("envoy_jwt_guard") for n in names), names
-        edge_sum = values[("jwt_guard_decision_duration_us_sum", frozenset({("jwt_guard_instance", "edge")}))]
-        assert 0 < edge_sum < 5 * 50_000, "five decisions took microseconds, not seconds"
-    finally:
-        envoy.stop()
+        values = harness.wait_for(scraped, timeout=10, what="the Prometheus values")
+    except AssertionError:
+        assert seen == wanted  # shows which differ
+        raise
+    names = {metric for metric, _ in values}
+    assert not any("wasmcustom" in n or n.startswith("envoy_jwt_guard") for n in names), names
+    edge_sum = values[("jwt_guard_decision_duration_us_sum", frozenset({("jwt_guard_instance", "edge")}))]
+    assert 0 < edge_sum < 5 * 50_000, "five decisions took microseconds, not seconds"
 
 
 ORIGIN = {"origin": "https://app.example.com", "access-control-request-method": "POST"}
