@@ -60,6 +60,8 @@ pub struct Config {
     pub crypto: CryptoBackend,
     /// A CORS preflight passes without a token ([`crate::cors`]).
     pub bypass_cors_preflight: bool,
+    /// Set each decision as Envoy filter state.
+    pub filter_state: bool,
     /// Some provider or rule binds callers to networks, so decisions need the client address.
     pub uses_source_address: bool,
     /// Where that address comes from.
@@ -203,6 +205,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         cache_entries,
         crypto: raw.crypto,
         bypass_cors_preflight: raw.bypass_cors_preflight,
+        filter_state: raw.filter_state,
         uses_source_address,
         client_address,
         matcher_traits: MatcherTraits::of(rules.iter().map(|r| &r.matcher)),

@@ -81,6 +81,10 @@ pub(crate) struct RawConfig {
     /// deny rule refuses everyone (default false).
     #[serde(default)]
     pub(crate) bypass_cors_preflight: bool,
+    /// true: each decision is also set as Envoy filter state (`wasm.jwt_guard.sub`, ...)
+    /// for access logs, RBAC and CEL (default false: up to 7 host calls a request).
+    #[serde(default)]
+    pub(crate) filter_state: bool,
     /// Path comparison defaults for every rule.
     #[serde(default)]
     pub(crate) path_matching: Option<RawPathMatching>,

@@ -112,6 +112,7 @@ impl Worker {
         // Nanoseconds: workers configure within the same millisecond, and their ids (drawn
         // from this seed) must differ for the fetch lease to mean anything.
         let seed = host.now_nanos() ^ (u64::from(root_context) << 40);
+        let filter_state = config.filter_state;
         let mut worker = Worker {
             cache: VerifiedCache::new(config.cache_entries),
             config: Rc::new(config),
@@ -120,7 +121,7 @@ impl Worker {
             providers,
             waiters: Vec::new(),
             metrics,
-            properties: Properties::new(),
+            properties: Properties::new(filter_state),
             crypto,
             rng: seed | 1,
             root_context,

@@ -14,9 +14,10 @@ pub struct Properties {
 }
 
 impl Properties {
-    pub fn new() -> Properties {
+    /// `enabled`: the config's `filter_state` (each entry is a host call, so it is opt-in).
+    pub fn new(enabled: bool) -> Properties {
         Properties {
-            available: Cell::new(true),
+            available: Cell::new(enabled),
         }
     }
 

@@ -22,6 +22,7 @@ fn config(extra: Value) -> Config {
                        "local_jwks": {"inline": jwks_json()},
                        "claims_to_headers": [{"claim": "sub", "header": "x-sub"}]}],
         "crypto": "rust",
+        "filter_state": true,
         "rules": [
             {"name": "public", "match": {"path_prefix": "/public"}, "allow": "anonymous"},
             {"name": "workflows-read", "match": {"path_prefix": "/workflows"},
@@ -82,6 +83,23 @@ fn an_allowed_request_carries_its_verified_identity_in_filter_state() {
         Some("workflow:read validation:write")
     );
     assert_eq!(state(CODE), None);
+}
+
+#[test]
+fn filter_state_is_set_only_when_the_config_asks() {
+    // Each entry is a host call on every request: opt-in, like jwt_authn's metadata.
+    let host = Rc::new(host());
+    let mut w = worker(&host, config(json!({"filter_state": false})));
+    let auth = format!("Bearer {}", token_with(json!({})));
+    let next = send(
+        &host,
+        &mut w,
+        2,
+        &[(":path", "/workflows/1"), ("authorization", &auth)],
+    );
+    assert_eq!(next, Next::Continue);
+    assert_eq!(host.filter_state(2, DECISION), None);
+    assert_eq!(host.filter_state(2, SUB), None);
 }
 
 #[test]

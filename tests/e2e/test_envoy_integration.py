@@ -33,7 +33,8 @@ def file_access_log(path):
 
 
 def plugin(key, rules=None, **top):
-    p = {"providers": [{"name": "corp", "issuer": ISS, "audiences": [AUD],
+    p = {"filter_state": True,
+         "providers": [{"name": "corp", "issuer": ISS, "audiences": [AUD],
                         "local_jwks": {"inline": harness.jwks(key)}}],
          "rules": rules or [
              {"name": "public", "match": {"path_prefix": "/public"}, "allow": "anonymous"},

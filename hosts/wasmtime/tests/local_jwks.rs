@@ -111,7 +111,9 @@ fn the_decision_is_set_as_properties_and_stats_carry_the_plugin_name() {
     let proxy = proxy();
     let mut options = Options::default();
     options.set_property("plugin_name", "edge");
-    let mut w = worker(&proxy, options, &local_config());
+    let mut config = local_config();
+    config["filter_state"] = true.into();
+    let mut w = worker(&proxy, options, &config);
     let allowed = get(&mut w, "/workflows/active", Some(&es256(&claims())));
     let denied = get(&mut w, "/workflows/active", None);
     let property = |id, name| w.stream(id).unwrap().property(name);
