@@ -1,0 +1,149 @@
+//! The pure-Rust signature checks, used on every host that does not verify signatures
+//! itself: RustCrypto's `p256` (ES256) and `rsa` (RS*, PS*) called directly, EdDSA through
+//! jwt-compact's `ed25519-compact` algorithm.
+//!
+//! The JOSE rules are kept here rather than left to the crates' defaults: an ES256
+//! signature is exactly the 64-byte `r||s` (RFC 7518 §3.4), never DER; a PSS salt is as
+//! long as the hash (RFC 7518 §3.5); an RSA signature is exactly as long as the modulus.
+
+use jwt_compact::alg::Ed25519;
+use jwt_compact::{Algorithm, AlgorithmSignature};
+use p256::ecdsa::signature::Verifier;
+use rsa::sha2::{Digest, Sha256, Sha384, Sha512};
+use rsa::traits::SignatureScheme;
+use rsa::{Pkcs1v15Sign, Pss, PublicKey as RsaPublicKey};
+
+use crate::alg::Alg;
+use crate::jwks::Jwk;
+use crate::jwks::{EdPublicKey, PublicKey};
+use crate::verify::Crypto;
+
+/// Pure-Rust verification: works on every host.
+pub struct RustCrypto;
+
+impl RustCrypto {
+    /// Whether `signature` is `key`'s signature of `input` under `alg`. Any input, however
+    /// malformed, is an answer, never a panic.
+    pub fn verify_key(&self, alg: Alg, key: &PublicKey, input: &[u8], signature: &[u8]) -> bool {
+        match (key, alg) {
+            (PublicKey::P256(k), Alg::Es256) => es256(k, input, signature),
+            (PublicKey::Ed25519(k), Alg::EdDsa) => eddsa(k, input, signature),
+            (PublicKey::Rsa(k), Alg::Rs256) => rsa_check(
+                k,
+                Pkcs1v15Sign::new::<Sha256>(),
+                &Sha256::digest(input),
+                signature,
+            ),
+            (PublicKey::Rsa(k), Alg::Rs384) => rsa_check(
+                k,
+                Pkcs1v15Sign::new::<Sha384>(),
+                &Sha384::digest(input),
+                signature,
+            ),
+            (PublicKey::Rsa(k), Alg::Rs512) => rsa_check(
+                k,
+                Pkcs1v15Sign::new::<Sha512>(),
+                &Sha512::digest(input),
+                signature,
+            ),
+            (PublicKey::Rsa(k), Alg::Ps256) => {
+                rsa_check(k, Pss::<Sha256>::new(), &Sha256::digest(input), signature)
+            }
+            (PublicKey::Rsa(k), Alg::Ps384) => {
+                rsa_check(k, Pss::<Sha384>::new(), &Sha384::digest(input), signature)
+            }
+            (PublicKey::Rsa(k), Alg::Ps512) => {
+                rsa_check(k, Pss::<Sha512>::new(), &Sha512::digest(input), signature)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Crypto for RustCrypto {
+    fn verify(&self, alg: Alg, key: &Jwk, input: &[u8], signature: &[u8]) -> Option<bool> {
+        Some(self.verify_key(alg, &key.key, input, signature))
+    }
+}
+
+/// ECDSA P-256 with SHA-256 over the raw `r||s`. Either `s` and `n - s` verify, as with
+/// OpenSSL, BoringSSL and jwt-compact before: P-256 has no low-S rule.
+fn es256(key: &p256::ecdsa::VerifyingKey, input: &[u8], signature: &[u8]) -> bool {
+    signature.len() == 64
+        && p256::ecdsa::Signature::from_slice(signature)
+            .is_ok_and(|sig| key.verify(input, &sig).is_ok())
+}
+
+fn eddsa(key: &EdPublicKey, input: &[u8], signature: &[u8]) -> bool {
+    type Sig = <Ed25519 as Algorithm>::Signature;
+    Sig::LENGTH.is_some_and(|len| len.get() == signature.len())
+        && Sig::try_from_slice(signature)
+            .is_ok_and(|sig| Ed25519.verify_signature(&sig, key, input))
+}
+
+/// `Pss::new` takes the digest's length as the salt length and requires exactly that; the
+/// signature length is checked against the modulus by the crate (RFC 8017 §8.1.2, §8.2.2).
+fn rsa_check(
+    key: &RsaPublicKey,
+    scheme: impl SignatureScheme,
+    hashed: &[u8],
+    signature: &[u8],
+) -> bool {
+    scheme.verify(key, hashed, signature).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{keys, signature};
+
+    #[test]
+    fn every_algorithm_verifies_its_own_signatures_and_refuses_altered_ones() {
+        let keys = keys();
+        let input = b"header.payload";
+        for alg in Alg::ALL {
+            let key = &keys.candidates(None, alg).next().unwrap().key;
+            let mut sig = signature(alg, input);
+            assert!(RustCrypto.verify_key(alg, key, input, &sig), "{alg:?}");
+            assert!(
+                !RustCrypto.verify_key(alg, key, b"header.payloaD", &sig),
+                "{alg:?}"
+            );
+            *sig.last_mut().unwrap() ^= 1;
+            assert!(!RustCrypto.verify_key(alg, key, input, &sig), "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn a_signature_of_another_algorithm_is_refused() {
+        let keys = keys();
+        let rsa = &keys.candidates(None, Alg::Rs256).next().unwrap().key;
+        let sig = signature(Alg::Rs256, b"x");
+        for other in [Alg::Rs384, Alg::Rs512, Alg::Ps256, Alg::Es256, Alg::EdDsa] {
+            assert!(!RustCrypto.verify_key(other, rsa, b"x", &sig), "{other:?}");
+        }
+        // ES256 takes the raw r||s only, not the DER form other libraries emit.
+        let ec = &keys.candidates(Some("ec1"), Alg::Es256).next().unwrap().key;
+        let raw = signature(Alg::Es256, b"x");
+        let der = crate::envoy_crypto::es256_der(&raw).unwrap();
+        assert!(RustCrypto.verify_key(Alg::Es256, ec, b"x", &raw));
+        assert!(!RustCrypto.verify_key(Alg::Es256, ec, b"x", &der));
+    }
+
+    #[test]
+    fn signatures_of_any_length_and_content_are_an_answer_not_a_panic() {
+        let keys = keys();
+        for alg in Alg::ALL {
+            let key = &keys.candidates(None, alg).next().unwrap().key;
+            for len in [0, 1, 31, 32, 63, 64, 65, 255, 256, 257, 511, 512, 513, 4096] {
+                for fill in [0x00, 0x01, 0x7f, 0xff] {
+                    let sig = vec![fill; len];
+                    assert!(
+                        !RustCrypto.verify_key(alg, key, b"x", &sig),
+                        "{alg:?} {len}"
+                    );
+                }
+            }
+        }
+    }
+}
