@@ -1,6 +1,8 @@
 //! The pure-Rust signature checks, used on every host that does not verify signatures
-//! itself: RustCrypto's `p256` (ES256) and `rsa` (RS*, PS*) called directly, EdDSA through
-//! jwt-compact's `ed25519-compact` algorithm.
+//! itself: RustCrypto's `p256` (ES256) and `rsa` (PS*) called directly, EdDSA through
+//! jwt-compact's `ed25519-compact` algorithm. RS* is `rsa`'s key and big-integer arithmetic
+//! (crypto-bigint) with the few steps around it here: the crate's exponentiation is built
+//! for secret exponents and does twice the work a public one needs (see [`rsavp1`]).
 //!
 //! The JOSE rules are kept here rather than left to the crates' defaults: an ES256
 //! signature is exactly the 64-byte `r||s` (RFC 7518 §3.4), never DER; a PSS salt is as
@@ -9,9 +11,11 @@
 use jwt_compact::alg::Ed25519;
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use p256::ecdsa::signature::Verifier;
+use rsa::sha2::digest::const_oid::AssociatedOid;
+use rsa::sha2::digest::FixedOutputReset;
 use rsa::sha2::{Digest, Sha256, Sha384, Sha512};
-use rsa::traits::SignatureScheme;
-use rsa::{Pkcs1v15Sign, Pss, PublicKey as RsaPublicKey};
+use rsa::traits::{PublicKeyParts, SignatureScheme};
+use rsa::{BoxedUint, Pkcs1v15Sign, Pss, PublicKey as RsaPublicKey};
 
 use crate::alg::Alg;
 use crate::jwks::Jwk;
@@ -28,33 +32,12 @@ impl RustCrypto {
         match (key, alg) {
             (PublicKey::P256(k), Alg::Es256) => es256(k, input, signature),
             (PublicKey::Ed25519(k), Alg::EdDsa) => eddsa(k, input, signature),
-            (PublicKey::Rsa(k), Alg::Rs256) => rsa_check(
-                k,
-                Pkcs1v15Sign::new::<Sha256>(),
-                &Sha256::digest(input),
-                signature,
-            ),
-            (PublicKey::Rsa(k), Alg::Rs384) => rsa_check(
-                k,
-                Pkcs1v15Sign::new::<Sha384>(),
-                &Sha384::digest(input),
-                signature,
-            ),
-            (PublicKey::Rsa(k), Alg::Rs512) => rsa_check(
-                k,
-                Pkcs1v15Sign::new::<Sha512>(),
-                &Sha512::digest(input),
-                signature,
-            ),
-            (PublicKey::Rsa(k), Alg::Ps256) => {
-                rsa_check(k, Pss::<Sha256>::new(), &Sha256::digest(input), signature)
-            }
-            (PublicKey::Rsa(k), Alg::Ps384) => {
-                rsa_check(k, Pss::<Sha384>::new(), &Sha384::digest(input), signature)
-            }
-            (PublicKey::Rsa(k), Alg::Ps512) => {
-                rsa_check(k, Pss::<Sha512>::new(), &Sha512::digest(input), signature)
-            }
+            (PublicKey::Rsa(k), Alg::Rs256) => pkcs1v15::<Sha256>(k, input, signature),
+            (PublicKey::Rsa(k), Alg::Rs384) => pkcs1v15::<Sha384>(k, input, signature),
+            (PublicKey::Rsa(k), Alg::Rs512) => pkcs1v15::<Sha512>(k, input, signature),
+            (PublicKey::Rsa(k), Alg::Ps256) => pss::<Sha256>(k, input, signature),
+            (PublicKey::Rsa(k), Alg::Ps384) => pss::<Sha384>(k, input, signature),
+            (PublicKey::Rsa(k), Alg::Ps512) => pss::<Sha512>(k, input, signature),
             _ => false,
         }
     }
@@ -81,15 +64,64 @@ fn eddsa(key: &EdPublicKey, input: &[u8], signature: &[u8]) -> bool {
             .is_ok_and(|sig| Ed25519.verify_signature(&sig, key, input))
 }
 
-/// `Pss::new` takes the digest's length as the salt length and requires exactly that; the
-/// signature length is checked against the modulus by the crate (RFC 8017 §8.1.2, §8.2.2).
-fn rsa_check(
-    key: &RsaPublicKey,
-    scheme: impl SignatureScheme,
-    hashed: &[u8],
-    signature: &[u8],
-) -> bool {
-    scheme.verify(key, hashed, signature).is_ok()
+/// RSASSA-PSS through the crate. `Pss::new` takes the digest's length as the salt length
+/// and requires exactly that.
+fn pss<D: Digest + FixedOutputReset>(key: &RsaPublicKey, input: &[u8], signature: &[u8]) -> bool {
+    Pss::<D>::new()
+        .verify(key, &D::digest(input), signature)
+        .is_ok()
+}
+
+/// RSASSA-PKCS1-v1_5 verification as RFC 8017 §8.2.2 describes it: RSAVP1, then the
+/// expected encoding of the digest built and compared byte for byte (nothing parsed).
+fn pkcs1v15<D: Digest + AssociatedOid>(key: &RsaPublicKey, input: &[u8], signature: &[u8]) -> bool {
+    let prefix = Pkcs1v15Sign::new::<D>().prefix;
+    let hashed = D::digest(input);
+    let k = key.size();
+    let Some(em) = rsavp1(key, signature) else {
+        return false;
+    };
+    // EM = 0x00 || 0x01 || PS (0xff, at least 8) || 0x00 || DigestInfo prefix || H
+    let t_len = prefix.len() + hashed.len();
+    let Some(ps_len) = k.checked_sub(t_len + 3).filter(|n| *n >= 8) else {
+        return false;
+    };
+    let mut expected = Vec::with_capacity(k);
+    expected.extend_from_slice(&[0x00, 0x01]);
+    expected.resize(2 + ps_len, 0xff);
+    expected.push(0x00);
+    expected.extend_from_slice(&prefix);
+    expected.extend_from_slice(&hashed);
+    em == expected
+}
+
+/// RSAVP1 (RFC 8017 §5.2.2): `s^e mod n` as `k` big-endian bytes, for a signature of
+/// exactly `k` bytes whose value is below `n`. The exponent is public, so a plain
+/// square-and-multiply over its bits (17 steps for 65537) is enough; the crate's
+/// exponentiation is a constant-time 4-bit window, twice the work for such an exponent.
+fn rsavp1(key: &RsaPublicKey, signature: &[u8]) -> Option<Vec<u8>> {
+    use crypto_bigint::modular::BoxedMontyForm;
+    let k = key.size();
+    if signature.len() != k {
+        return None;
+    }
+    let s = BoxedUint::from_be_slice(signature, key.n_bits_precision()).ok()?;
+    if s >= *key.n().as_ref() {
+        return None;
+    }
+    let base = BoxedMontyForm::new(s, key.n_params());
+    let e = key.e();
+    let mut acc = base.clone();
+    for bit in (0..e.bit_width_vartime().saturating_sub(1)).rev() {
+        acc = acc.square();
+        if e.bit_vartime(bit) {
+            acc = acc.mul(&base);
+        }
+    }
+    let m = acc.retrieve().to_be_bytes();
+    // m < n, so everything above the last k bytes is zero.
+    let cut = m.len().checked_sub(k)?;
+    m.get(cut..).map(<[u8]>::to_vec)
 }
 
 #[cfg(test)]
