@@ -18,9 +18,7 @@ use rsa::traits::{PublicKeyParts, SignatureScheme};
 use rsa::{BoxedUint, Pkcs1v15Sign, Pss, PublicKey as RsaPublicKey};
 
 use crate::alg::Alg;
-use crate::jwks::Jwk;
 use crate::jwks::{EdPublicKey, PublicKey};
-use crate::verify::Crypto;
 
 /// Pure-Rust verification: works on every host.
 pub struct RustCrypto;
@@ -40,12 +38,6 @@ impl RustCrypto {
             (PublicKey::Rsa(k), Alg::Ps512) => pss::<Sha512>(k, input, signature),
             _ => false,
         }
-    }
-}
-
-impl Crypto for RustCrypto {
-    fn verify(&self, alg: Alg, key: &Jwk, input: &[u8], signature: &[u8]) -> Option<bool> {
-        Some(self.verify_key(alg, &key.key, input, signature))
     }
 }
 

@@ -257,6 +257,12 @@ pub trait Crypto {
     fn verify(&self, alg: Alg, key: &Jwk, signing_input: &[u8], signature: &[u8]) -> Option<bool>;
 }
 
+impl Crypto for RustCrypto {
+    fn verify(&self, alg: Alg, key: &Jwk, input: &[u8], signature: &[u8]) -> Option<bool> {
+        Some(self.verify_key(alg, &key.key, input, signature))
+    }
+}
+
 fn check_issuer(claims: &Map<String, Value>, issuer: &str) -> Result<(), VerifyError> {
     match claims.get("iss") {
         Some(Value::String(iss)) if iss == issuer => Ok(()),
