@@ -1,7 +1,7 @@
 //! Every fact about each JWS algorithm the filter verifies, in one table: its name, the
 //! kind of key it takes, and how Envoy's `verify_signature` checks it. Adding an algorithm
 //! means a row here, its key type in the JWK parser (`jwks.rs`) and its pure-Rust check
-//! (`verify::RustCrypto`).
+//! (`rust_crypto::RustCrypto`).
 
 use crate::schema::SyntaxError;
 

@@ -9,7 +9,7 @@ use jwt_compact::alg::Ed25519;
 use jwt_compact::Algorithm;
 use rsa::pkcs8::EncodePublicKey;
 use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, RsaPublicKey};
+use rsa::{BoxedUint, PublicKey as RsaPublicKey};
 use serde::Deserialize;
 
 use crate::alg::{Alg, KeyKind};
@@ -18,6 +18,9 @@ pub type EdPublicKey = <Ed25519 as Algorithm>::VerifyingKey;
 
 /// RSA moduli below this are refused (RFC 7518 §3.3 asks for 2048 bits).
 const MIN_RSA_BYTES: usize = 256;
+/// Larger RSA moduli are refused: verification time grows with the size, and no IdP
+/// signs with more.
+const MAX_RSA_BITS: usize = 4096;
 
 /// Why a whole JWKS document was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -156,14 +159,17 @@ fn parse_key(value: serde_json::Value) -> Option<Jwk> {
         ("EC", Some("P-256")) => {
             let x = b64_fixed::<32>(raw.x.as_deref()?)?;
             let y = b64_fixed::<32>(raw.y.as_deref()?)?;
-            let point = p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
-            PublicKey::P256(p256::ecdsa::VerifyingKey::from_encoded_point(&point).ok()?)
+            let point = p256::Sec1Point::from_affine_coordinates(&x.into(), &y.into(), false);
+            PublicKey::P256(p256::ecdsa::VerifyingKey::from_sec1_point(&point).ok()?)
         }
         ("RSA", _) => {
             let n = b64(raw.n.as_deref()?)?;
             let e = b64(raw.e.as_deref()?)?;
-            let key =
-                RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e)).ok()?;
+            let (n, e) = (
+                BoxedUint::from_be_slice_vartime(&n),
+                BoxedUint::from_be_slice_vartime(&e),
+            );
+            let key = RsaPublicKey::new_with_size_limits(n, e, 1..=MAX_RSA_BITS).ok()?;
             if key.size() < MIN_RSA_BYTES {
                 return None;
             }
@@ -202,7 +208,7 @@ fn p256_spki_der(k: &p256::ecdsa::VerifyingKey) -> Vec<u8> {
         0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
         0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
     ];
-    let point = k.to_encoded_point(false);
+    let point = k.to_sec1_point(false);
     [&PREFIX[..], point.as_bytes()].concat()
 }
 
@@ -253,6 +259,10 @@ mod tests {
             {"kty":"EC","crv":"P-256","kid":"offcurve","x":EC_X,"y":EC_X},
             {"kty":"EC","crv":"P-256","kid":"short","x":"AQ","y":EC_Y},
             {"kty":"RSA","kid":"weak","n":"AQAB","e":"AQAB"},
+            {"kty":"RSA","kid":"empty-n","n":"","e":"AQAB"},
+            {"kty":"RSA","kid":"empty-e","n":RSA_N,"e":""},
+            {"kty":"RSA","kid":"e=1","n":RSA_N,"e":"AQ"},
+            {"kty":"RSA","kid":"8192-bit","n":URL_SAFE_NO_PAD.encode([0xff; 1024]),"e":"AQAB"},
             {"kty":"RSA","kid":"mislabelled","n":RSA_N,"e":"AQAB","alg":"ES256"},
             {"kty":"EC","crv":"P-256","kid":"ok","x":EC_X,"y":EC_Y},
             "not an object",

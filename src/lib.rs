@@ -22,6 +22,7 @@ pub mod headers;
 pub mod jwks;
 pub mod policy;
 pub mod routing;
+pub mod rust_crypto;
 pub mod schema;
 pub mod verify;
 

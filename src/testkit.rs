@@ -9,10 +9,16 @@ use std::sync::{Arc, OnceLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jwt_compact::alg::{Ed25519, Es256, Rsa};
-use jwt_compact::{AlgorithmExt, Claims, Header};
+use getrandom::rand_core::UnwrapErr;
+use getrandom::SysRng;
+use jwt_compact::alg::Ed25519;
+use jwt_compact::{Algorithm, AlgorithmSignature};
+use p256::ecdsa::signature::Signer;
+use p256::elliptic_curve::Generate;
 use rand_core::OsRng;
-use rsa::traits::PublicKeyParts;
+use rsa::sha2::{Digest, Sha256, Sha384, Sha512};
+use rsa::traits::{PublicKeyParts, SignatureScheme};
+use rsa::{Pkcs1v15Sign, Pss};
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, KeySource, Provider};
@@ -33,7 +39,7 @@ const RFC7515_Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
 pub struct SigningKeys {
     pub ec: p256::ecdsa::SigningKey,
     pub ec_other: p256::ecdsa::SigningKey,
-    pub rsa: rsa::RsaPrivateKey,
+    pub rsa: rsa::PrivateKey,
     pub ed: <Ed25519 as jwt_compact::Algorithm>::SigningKey,
     pub ed_pub: <Ed25519 as jwt_compact::Algorithm>::VerifyingKey,
 }
@@ -44,9 +50,9 @@ pub fn signing_keys() -> &'static SigningKeys {
     KEYS.get_or_init(|| {
         let (ed, ed_pub) = Ed25519::generate(&mut OsRng);
         SigningKeys {
-            ec: p256::ecdsa::SigningKey::random(&mut OsRng),
-            ec_other: p256::ecdsa::SigningKey::random(&mut OsRng),
-            rsa: rsa::RsaPrivateKey::new(&mut OsRng, 2048).expect("rsa keygen"),
+            ec: p256::ecdsa::SigningKey::generate_from_rng(&mut UnwrapErr(SysRng)),
+            ec_other: p256::ecdsa::SigningKey::generate_from_rng(&mut UnwrapErr(SysRng)),
+            rsa: rsa::PrivateKey::new(&mut SysRng, 2048).expect("rsa keygen"),
             ed,
             ed_pub,
         }
@@ -60,13 +66,13 @@ pub fn b64(bytes: &[u8]) -> String {
 /// The JWKS for [`signing_keys`] (kids ec1, rsa1, ed1) plus the RFC 7515 key without a kid.
 pub fn jwks_json() -> String {
     let k = signing_keys();
-    let point = k.ec.verifying_key().to_encoded_point(false);
+    let point = k.ec.verifying_key().to_sec1_point(false);
     let rsa_pub = k.rsa.to_public_key();
     json!({"keys": [
         {"kty": "EC", "crv": "P-256", "kid": "ec1", "use": "sig", "alg": "ES256",
          "x": b64(point.x().expect("x")), "y": b64(point.y().expect("y"))},
         {"kty": "RSA", "kid": "rsa1", "use": "sig",
-         "n": b64(&rsa_pub.n().to_bytes_be()), "e": b64(&rsa_pub.e().to_bytes_be())},
+         "n": b64(&rsa_pub.n_bytes()), "e": b64(&rsa_pub.e_bytes())},
         {"kty": "OKP", "crv": "Ed25519", "kid": "ed1", "x": b64(k.ed_pub.as_ref())},
         {"kty": "EC", "crv": "P-256", "x": RFC7515_X, "y": RFC7515_Y}
     ]})
@@ -120,41 +126,79 @@ pub fn claims(now: i64) -> Value {
 
 /// Signs `claims` (a JSON object, time claims included) with the test key for `alg`.
 pub fn mint(alg: Alg, kid: Option<&str>, claims: &Value) -> String {
-    let k = signing_keys();
-    let mut header = Header::empty();
-    if let Some(kid) = kid {
-        header = header.with_key_id(kid);
-    }
-    let custom: Map<String, Value> = claims.as_object().cloned().unwrap_or_default();
-    let claims = Claims::new(custom);
-    let rsa = |r: Rsa| r.token(&header, &claims, &k.rsa).expect("sign");
-    match alg {
-        Alg::Es256 => Es256.token(&header, &claims, &k.ec).expect("sign"),
-        Alg::EdDsa => Ed25519.token(&header, &claims, &k.ed).expect("sign"),
-        Alg::Rs256 => rsa(Rsa::rs256()),
-        Alg::Rs384 => rsa(Rsa::rs384()),
-        Alg::Rs512 => rsa(Rsa::rs512()),
-        Alg::Ps256 => rsa(Rsa::ps256()),
-        Alg::Ps384 => rsa(Rsa::ps384()),
-        Alg::Ps512 => rsa(Rsa::ps512()),
-    }
+    sign(&header(alg, kid, None), claims, |input| {
+        signature(alg, input)
+    })
 }
 
 /// An ES256 token under kid `ec1` whose header has `typ`.
 pub fn mint_typed(typ: &str, claims: &Value) -> String {
-    let header = Header::empty().with_key_id("ec1").with_token_type(typ);
-    let custom: Map<String, Value> = claims.as_object().cloned().unwrap_or_default();
-    Es256
-        .token(&header, &Claims::new(custom), &signing_keys().ec)
-        .expect("sign")
+    sign(
+        &header(Alg::Es256, Some("ec1"), Some(typ)),
+        claims,
+        |input| signature(Alg::Es256, input),
+    )
 }
 
 /// An ES256 token under `kid` signed by a key the JWKS does not hold.
 pub fn mint_with_other_key(_alg: Alg, kid: &str, claims: &Value) -> String {
-    let header = Header::empty().with_key_id(kid);
-    let custom: Map<String, Value> = claims.as_object().cloned().unwrap_or_default();
-    Es256
-        .token(&header, &Claims::new(custom), &signing_keys().ec_other)
+    sign(&header(Alg::Es256, Some(kid), None), claims, |input| {
+        es256(&signing_keys().ec_other, input)
+    })
+}
+
+fn header(alg: Alg, kid: Option<&str>, typ: Option<&str>) -> Value {
+    let mut h = Map::new();
+    h.insert("alg".into(), alg.name().into());
+    if let Some(kid) = kid {
+        h.insert("kid".into(), kid.into());
+    }
+    if let Some(typ) = typ {
+        h.insert("typ".into(), typ.into());
+    }
+    Value::Object(h)
+}
+
+/// `header.claims.signature`; claims that are not a JSON object sign as `{}`.
+fn sign(header: &Value, claims: &Value, signature: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let claims = if claims.is_object() {
+        claims.to_string()
+    } else {
+        "{}".to_string()
+    };
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.as_bytes())
+    );
+    let sig = signature(input.as_bytes());
+    format!("{input}.{}", b64(&sig))
+}
+
+/// `alg`'s signature of `input` with the test key for it.
+pub fn signature(alg: Alg, input: &[u8]) -> Vec<u8> {
+    let k = signing_keys();
+    match alg {
+        Alg::Es256 => es256(&k.ec, input),
+        Alg::EdDsa => Ed25519.sign(&k.ed, input).as_bytes().to_vec(),
+        Alg::Rs256 => rsa_sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(input)),
+        Alg::Rs384 => rsa_sign(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(input)),
+        Alg::Rs512 => rsa_sign(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(input)),
+        Alg::Ps256 => rsa_sign(Pss::<Sha256>::new(), &Sha256::digest(input)),
+        Alg::Ps384 => rsa_sign(Pss::<Sha384>::new(), &Sha384::digest(input)),
+        Alg::Ps512 => rsa_sign(Pss::<Sha512>::new(), &Sha512::digest(input)),
+    }
+}
+
+fn es256(key: &p256::ecdsa::SigningKey, input: &[u8]) -> Vec<u8> {
+    let sig: p256::ecdsa::Signature = key.sign(input);
+    sig.to_bytes().to_vec()
+}
+
+fn rsa_sign(scheme: impl SignatureScheme, hashed: &[u8]) -> Vec<u8> {
+    signing_keys()
+        .rsa
+        .sign_with_rng(&mut SysRng, scheme, hashed)
         .expect("sign")
 }
 

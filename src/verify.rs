@@ -4,13 +4,13 @@
 //! A token only becomes [`Verified`] through [`verify`]; until then it is an
 //! [`UntrustedToken`] whose claims may be peeked at (to pick a provider) but never trusted.
 
-use jwt_compact::alg::{Ed25519, Es256, Rsa};
-use jwt_compact::{Algorithm, AlgorithmSignature, ParseError, UntrustedToken};
+use jwt_compact::{ParseError, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use crate::alg::Alg;
-use crate::jwks::{Jwk, KeySet, PublicKey};
+use crate::jwks::{Jwk, KeySet};
+pub use crate::rust_crypto::RustCrypto;
 
 /// What a provider accepts of a token: all that verification needs of its config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,39 +257,10 @@ pub trait Crypto {
     fn verify(&self, alg: Alg, key: &Jwk, signing_input: &[u8], signature: &[u8]) -> Option<bool>;
 }
 
-/// RustCrypto through jwt-compact's algorithms: works on every host.
-pub struct RustCrypto;
-
-impl RustCrypto {
-    pub fn verify_key(&self, alg: Alg, key: &PublicKey, input: &[u8], signature: &[u8]) -> bool {
-        match (key, alg) {
-            (PublicKey::P256(k), Alg::Es256) => check(&Es256, k, input, signature),
-            (PublicKey::Ed25519(k), Alg::EdDsa) => check(&Ed25519, k, input, signature),
-            (PublicKey::Rsa(k), _) => match alg {
-                Alg::Rs256 => check(&Rsa::rs256(), k, input, signature),
-                Alg::Rs384 => check(&Rsa::rs384(), k, input, signature),
-                Alg::Rs512 => check(&Rsa::rs512(), k, input, signature),
-                Alg::Ps256 => check(&Rsa::ps256(), k, input, signature),
-                Alg::Ps384 => check(&Rsa::ps384(), k, input, signature),
-                Alg::Ps512 => check(&Rsa::ps512(), k, input, signature),
-                Alg::Es256 | Alg::EdDsa => false,
-            },
-            _ => false,
-        }
-    }
-}
-
 impl Crypto for RustCrypto {
     fn verify(&self, alg: Alg, key: &Jwk, input: &[u8], signature: &[u8]) -> Option<bool> {
         Some(self.verify_key(alg, &key.key, input, signature))
     }
-}
-
-fn check<A: Algorithm>(alg: &A, key: &A::VerifyingKey, input: &[u8], signature: &[u8]) -> bool {
-    if A::Signature::LENGTH.is_some_and(|len| len.get() != signature.len()) {
-        return false;
-    }
-    A::Signature::try_from_slice(signature).is_ok_and(|sig| alg.verify_signature(&sig, key, input))
 }
 
 fn check_issuer(claims: &Map<String, Value>, issuer: &str) -> Result<(), VerifyError> {

