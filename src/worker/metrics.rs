@@ -54,7 +54,8 @@ impl StatPrefix {
 
 /// Per-decision stats: per deny code and per rule; CORS preflights let through; the
 /// verified-token cache; the time a decision takes. An allowed request costs one counter
-/// update and one histogram sample (the total is the sum over rules).
+/// update, and one in [`super::DECISION_SAMPLE`] a histogram sample (the total is the sum
+/// over rules).
 pub struct Metrics {
     host: Rc<dyn Host>,
     denied: Vec<(DenyCode, Option<u32>)>,

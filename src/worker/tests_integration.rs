@@ -240,14 +240,17 @@ fn each_decision_is_timed_between_two_clock_reads() {
     // start and end would show more.
     host.proxy.step_on_each_read(7_000);
     let auth = format!("Bearer {}", token_with(json!({})));
-    send(
-        &host,
-        &mut w,
-        2,
+    let kinds: [&[(&str, &str)]; 3] = [
         &[(":path", "/workflows/1"), ("authorization", &auth)],
-    );
-    send(&host, &mut w, 3, &[(":path", "/workflows/1")]);
-    send(&host, &mut w, 4, &[(":path", "/public")]);
+        &[(":path", "/workflows/1")],
+        &[(":path", "/public")],
+    ];
+    // One decision in DECISION_SAMPLE is timed, the first included: allowed, denied and
+    // anonymous ones alike.
+    let n = 2 * super::DECISION_SAMPLE + 1;
+    for id in 0..n {
+        send(&host, &mut w, 10 + id, kinds[id as usize % 3]);
+    }
     assert_eq!(
         host.samples("jwt_guard.jwt_guard.decision_duration_us"),
         [7, 7, 7]

@@ -160,9 +160,10 @@ def test_two_filter_instances_have_their_own_prometheus_labels(envoy_factory, id
         ("jwt_guard_cache_miss", (("jwt_guard_instance", "edge"),)): 1,
         ("jwt_guard_cache_hit", (("jwt_guard_instance", "edge"),)): 1,
         ("jwt_guard_provider_jwks_fetch_success", (("jwt_guard_instance", "edge"), ("provider", "idp"))): 1,
-        # Every decision is timed, in microseconds.
-        ("jwt_guard_decision_duration_us_count", (("jwt_guard_instance", "edge"),)): 5,
-        ("jwt_guard_decision_duration_us_count", (("jwt_guard_instance", "istio-system_inner"),)): 4,
+        # One decision in 8 is timed (each worker's first included), in microseconds: the
+        # one worker's 5 and 4 decisions give one sample each.
+        ("jwt_guard_decision_duration_us_count", (("jwt_guard_instance", "edge"),)): 1,
+        ("jwt_guard_decision_duration_us_count", (("jwt_guard_instance", "istio-system_inner"),)): 1,
     }
 
     seen = {}
@@ -181,7 +182,7 @@ def test_two_filter_instances_have_their_own_prometheus_labels(envoy_factory, id
     names = {metric for metric, _ in values}
     assert not any("wasmcustom" in n or n.startswith("envoy_jwt_guard") for n in names), names
     edge_sum = values[("jwt_guard_decision_duration_us_sum", frozenset({("jwt_guard_instance", "edge")}))]
-    assert 0 < edge_sum < 5 * 50_000, "five decisions took microseconds, not seconds"
+    assert 0 < edge_sum < 50_000, "a decision takes microseconds, not seconds"
 
 
 ORIGIN = {"origin": "https://app.example.com", "access-control-request-method": "POST"}
