@@ -71,6 +71,10 @@ def test_not_in_match_and_in_a_deny_condition(envoy, key):
     r = envoy.get("/admin/users", token(key), method="POST")
     assert (r.status, r.code) == (403, "AUTH_122"), r
     assert envoy.get("/admin/users", token(key, scope="admin"), method="POST").status == 200
+    # A path that decodes or resolves to /admin is /admin to the deny rule too.
+    for path in ["/public/..%2Fadmin/users", "/public/%2e%2e/admin/users", "/ADMIN/users"]:
+        r = envoy.get(path, token(key), method="POST")
+        assert (r.status, r.code) == (403, "AUTH_122"), (path, r)
     # A GET that an upstream may serve as a DELETE is a write.
     r = envoy.get("/admin/users", token(key), headers={"x-http-method-override": "DELETE"})
     assert (r.status, r.code) == (403, "AUTH_122"), r

@@ -269,16 +269,7 @@ class Envoy(LogFile):
 
     def stop(self):
         RUNNING.discard(self)
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log:
-            self._log.close()
-            self._log = None
+        self.stop_process()
         if not KEEP_FILES:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -1,10 +1,28 @@
 """A child process's log file: read by tests, and its tail shown when one fails."""
 
+import subprocess
+
 
 class LogFile:
-    """Mixed into a server class whose child process writes to `self.log_path`."""
+    """Mixed into a server class whose child process (`self.proc`) writes to
+    `self.log_path` through the open file `self._log`."""
 
     log_path = None
+    proc = None
+    _log = None
+
+    def stop_process(self):
+        """Terminates the child (killed if it has not exited within 10 s) and closes its log."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log:
+            self._log.close()
+            self._log = None
 
     def log_text(self):
         with open(self.log_path, errors="replace") as f:

@@ -70,14 +70,5 @@ class Registry(LogFile):
             conn.close()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log:
-            self._log.close()
-            self._log = None
+        self.stop_process()
         shutil.rmtree(self.dir, ignore_errors=True)
