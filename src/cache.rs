@@ -48,6 +48,8 @@ pub struct VerifiedCache {
     /// [`VerifiedCache::take_lookups`].
     hits: u64,
     misses: u64,
+    /// Local misses that the shared cache spared a signature check.
+    shared_hits: u64,
 }
 
 impl VerifiedCache {
@@ -60,6 +62,7 @@ impl VerifiedCache {
             generation: max_entries / 2,
             hits: 0,
             misses: 0,
+            shared_hits: 0,
         }
     }
 
@@ -72,11 +75,17 @@ impl VerifiedCache {
         }
     }
 
-    /// The (hits, misses) counted since the last call.
-    pub fn take_lookups(&mut self) -> (u64, u64) {
+    /// Counts a local miss that another worker's entry spared a signature check.
+    pub fn note_shared_hit(&mut self) {
+        self.shared_hits += 1;
+    }
+
+    /// The (hits, misses, shared hits) counted since the last call.
+    pub fn take_lookups(&mut self) -> (u64, u64, u64) {
         (
             std::mem::take(&mut self.hits),
             std::mem::take(&mut self.misses),
+            std::mem::take(&mut self.shared_hits),
         )
     }
 

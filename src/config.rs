@@ -23,6 +23,9 @@ use crate::verify::{Acceptance, Alg};
 pub const DEFAULT_CLOCK_SKEW_S: u64 = 60;
 pub const MAX_SKEW_S: i64 = 3_600;
 pub const DEFAULT_CACHE_ENTRIES: usize = 1_024;
+pub const DEFAULT_SHARED_ENTRIES: usize = 1_024;
+/// Shared data has no delete: every slot ever written stays, so their number is bounded.
+pub const MAX_SHARED_ENTRIES: u32 = 100_000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_REFRESH_S: u64 = 300;
 pub const DEFAULT_REFRESH_MIN_S: u64 = 30;
@@ -57,6 +60,8 @@ pub struct Config {
     pub managed_headers: Vec<String>,
     /// Verified tokens each worker remembers (0: no cache).
     pub cache_entries: usize,
+    /// Slots of the verified-token cache shared by all workers (0: none).
+    pub shared_entries: u32,
     pub crypto: CryptoBackend,
     /// A CORS preflight passes without a token ([`crate::cors`]).
     pub bypass_cors_preflight: bool,
@@ -163,10 +168,28 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         providers.push(p);
     }
     let global_dry_run = raw.mode == Some(RawMode::DryRun);
-    let cache_entries = raw.cache.map_or(DEFAULT_CACHE_ENTRIES, |c| c.max_entries);
+    let cache_entries = raw
+        .cache
+        .as_ref()
+        .map_or(DEFAULT_CACHE_ENTRIES, |c| c.max_entries);
     if cache_entries > 1_000_000 {
         return Err(err("cache.max_entries", "must be at most 1000000"));
     }
+    // The shared cache follows the local one unless set: "caches off" means both.
+    let shared_default = if cache_entries == 0 {
+        0
+    } else {
+        DEFAULT_SHARED_ENTRIES
+    };
+    let shared_entries = raw
+        .cache
+        .as_ref()
+        .and_then(|c| c.shared_entries)
+        .unwrap_or(shared_default);
+    let shared_entries = u32::try_from(shared_entries)
+        .ok()
+        .filter(|n| *n <= MAX_SHARED_ENTRIES)
+        .ok_or_else(|| err("cache.shared_entries", "must be at most 100000"))?;
     let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
     let ignore_case = raw.path_matching.is_some_and(|p| p.ignore_case);
     let mut rules = Vec::with_capacity(raw.rules.len());
@@ -203,6 +226,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         audit_denied: raw.audit_log.as_ref().is_none_or(|a| a.denied),
         managed_headers,
         cache_entries,
+        shared_entries,
         crypto: raw.crypto,
         bypass_cors_preflight: raw.bypass_cors_preflight,
         filter_state: raw.filter_state,
@@ -611,6 +635,34 @@ mod tests {
         }
         assert_eq!(c.rules[1].matcher.methods, vec!["GET"]);
         assert!(matches!(c.default_action, Action::Deny));
+    }
+
+    #[test]
+    fn cache_sizes_default_together_and_are_bounded() {
+        let sizes = |cache: serde_json::Value| {
+            let mut v = base();
+            v["cache"] = cache;
+            load(v).map(|c| (c.cache_entries, c.shared_entries))
+        };
+        assert_eq!(sizes(serde_json::json!({})), Ok((1024, 1024)));
+        assert_eq!(
+            sizes(serde_json::json!({"max_entries": 10})),
+            Ok((10, 1024))
+        );
+        // Caches off means both, unless the shared one is asked for.
+        assert_eq!(sizes(serde_json::json!({"max_entries": 0})), Ok((0, 0)));
+        assert_eq!(
+            sizes(serde_json::json!({"max_entries": 0, "shared_entries": 8})),
+            Ok((0, 8))
+        );
+        assert_eq!(
+            sizes(serde_json::json!({"shared_entries": 0})),
+            Ok((1024, 0))
+        );
+        let e = sizes(serde_json::json!({"shared_entries": 100_001})).unwrap_err();
+        assert_eq!(e.path, "cache.shared_entries");
+        let e = sizes(serde_json::json!({"shared_entries": -1})).unwrap_err();
+        assert!(e.path.starts_with("cache"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::headers::HeaderSnapshot;
 use crate::jwks::KeySet;
 use crate::policy::{source_allowed, Action, Requirement, Subject, Unmet};
 use crate::routing::{select_rules, Selected};
+use crate::shared_cache::{self, SharedTokens, Vouching};
 use crate::verify::{self, Crypto, Verified, VerifyError};
 
 /// What the filter sees of a request.
@@ -116,6 +117,8 @@ impl Stop {
 pub struct Runtime<'a> {
     pub keys: &'a mut dyn Keyring,
     pub cache: &'a mut VerifiedCache,
+    /// The cache shared with the other workers, consulted on a local miss.
+    pub shared: &'a mut dyn SharedTokens,
     pub crypto: &'a dyn Crypto,
     pub now: i64,
 }
@@ -458,19 +461,33 @@ fn verify_fresh(
         Keys::Unavailable => return Err(Stop::deny(DenyCode::KeysUnavailable)),
         Keys::Stale => return Err(Stop::deny(DenyCode::KeysStale)),
     };
-    let mut result = verify::verify_signature(&untrusted, &provider.accepts, &key_set, rt.crypto);
+    // Another worker may have verified this very token: its record stands in for the
+    // arithmetic only (see crate::shared_cache), every other check runs as usual.
+    let shareable = shared_cache::shareable(token);
+    let vouch = if shareable {
+        rt.shared.vouch(token)
+    } else {
+        None
+    };
+    let crypto = Vouching::new(vouch.as_ref(), rt.crypto);
+    let mut result = verify::verify_signature(&untrusted, &provider.accepts, &key_set, &crypto);
     if let Err(VerifyError::UnknownKid { .. }) = result {
         // Perhaps the IdP rotated its keys.
         match rt.keys.refetch_for_unknown_kid(index) {
             Refetch::Wait => return Err(Stop::Wait { provider: index }),
             Refetch::Retry(newer) => {
-                result = verify::verify_signature(&untrusted, &provider.accepts, &newer, rt.crypto);
+                result = verify::verify_signature(&untrusted, &provider.accepts, &newer, &crypto);
                 key_set = newer;
             }
             Refetch::Refused => {}
         }
     }
     let verified = Arc::new(result.map_err(|e| Stop::deny((&e).into()))?);
+    if crypto.vouched() {
+        rt.cache.note_shared_hit();
+    } else if let (true, Some(by)) = (shareable, crypto.verified_by()) {
+        rt.shared.record(token, &by);
+    }
     rt.cache.insert(token, index, &key_set, verified.clone());
     Ok((index, verified))
 }
@@ -591,6 +608,7 @@ mod tests {
             let mut rt = Runtime {
                 keys: &mut store,
                 cache,
+                shared: &mut crate::shared_cache::NoSharedTokens,
                 crypto: &crate::verify::RustCrypto,
                 now,
             };

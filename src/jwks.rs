@@ -57,7 +57,8 @@ pub struct Jwk {
     /// The key's own `alg`, when the JWKS pins one.
     pub alg: Option<Alg>,
     pub key: PublicKey,
-    /// SubjectPublicKeyInfo DER, for hosts that verify signatures themselves.
+    /// SubjectPublicKeyInfo DER: what hosts that verify signatures take, and the key's
+    /// identity in the shared verified-token cache.
     pub spki_der: Option<Vec<u8>>,
 }
 
@@ -184,7 +185,7 @@ fn parse_key(value: serde_json::Value) -> Option<Jwk> {
     let spki_der = match &key {
         PublicKey::P256(k) => Some(p256_spki_der(k)),
         PublicKey::Rsa(k) => k.to_public_key_der().ok().map(|d| d.as_bytes().to_vec()),
-        PublicKey::Ed25519(_) => None,
+        PublicKey::Ed25519(k) => Some(ed25519_spki_der(k.as_ref())),
     };
     let jwk = Jwk {
         kid: raw.kid,
@@ -210,6 +211,16 @@ fn p256_spki_der(k: &p256::ecdsa::VerifyingKey) -> Vec<u8> {
     ];
     let point = k.to_sec1_point(false);
     [&PREFIX[..], point.as_bytes()].concat()
+}
+
+/// SubjectPublicKeyInfo for an Ed25519 key (RFC 8410): the fixed header (id-Ed25519),
+/// then the 32 key bytes. The host never checks EdDSA; this names the key in the shared
+/// cache.
+fn ed25519_spki_der(key: &[u8]) -> Vec<u8> {
+    const PREFIX: [u8; 12] = [
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    [&PREFIX[..], key].concat()
 }
 
 fn b64(s: &str) -> Option<Vec<u8>> {
@@ -318,5 +329,14 @@ mod tests {
         assert!(der
             .windows(9)
             .any(|w| w == [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]));
+        // RFC 8410 §10.1's example Ed25519 public key, as the RFC encodes it.
+        let set = KeySet::from_json(&jwks(serde_json::json!([{"kty":"OKP","crv":"Ed25519",
+            "x":"Gb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE"}])))
+        .unwrap();
+        let ed = set.candidates(None, Alg::EdDsa).next().unwrap();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.encode(ed.spki_der.as_ref().unwrap()),
+            "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE="
+        );
     }
 }

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod routing;
 pub mod rust_crypto;
 pub mod schema;
+pub mod shared_cache;
 pub mod verify;
 
 pub mod host;

@@ -136,8 +136,17 @@ pub(crate) enum RawAudiences {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCache {
-    /// Verified tokens each worker remembers; 0 turns the cache off (at most 1000000).
+    /// Verified tokens each worker remembers; 0 turns the cache off (at most 1000000;
+    /// default 1024).
+    #[serde(default = "default_cache_entries")]
     pub(crate) max_entries: usize,
+    /// Slots of the cache all workers share (one token each); 0 turns it off (at most
+    /// 100000; default 1024, or 0 when `max_entries` is 0).
+    pub(crate) shared_entries: Option<usize>,
+}
+
+fn default_cache_entries() -> usize {
+    crate::config::DEFAULT_CACHE_ENTRIES
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

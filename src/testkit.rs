@@ -249,6 +249,7 @@ pub fn decide(
     let mut rt = crate::flow::Runtime {
         keys: &mut LocalKeys(cfg),
         cache,
+        shared: &mut crate::shared_cache::NoSharedTokens,
         crypto: &crate::verify::RustCrypto,
         now,
     };

@@ -63,6 +63,7 @@ pub struct Metrics {
     cors_preflight: Option<u32>,
     cache_hit: Option<u32>,
     cache_miss: Option<u32>,
+    cache_shared_hit: Option<u32>,
     /// `decision_duration_us`: microseconds from a request's headers to its decision
     /// carried out.
     decision_duration: Option<u32>,
@@ -97,6 +98,7 @@ impl Metrics {
         let cors_preflight = counter("cors_preflight");
         let cache_hit = counter("cache_hit");
         let cache_miss = counter("cache_miss");
+        let cache_shared_hit = counter("cache_shared_hit");
         let decision_duration =
             host.define_metric(MetricKind::Histogram, &prefix.name("decision_duration_us"));
         Metrics {
@@ -106,6 +108,7 @@ impl Metrics {
             cors_preflight,
             cache_hit,
             cache_miss,
+            cache_shared_hit,
             decision_duration,
         }
     }
@@ -144,8 +147,13 @@ impl Metrics {
 
     /// Adds the cache lookups counted since the last call (one host call per counter that
     /// moved, made from the tick rather than per request).
-    pub fn cache_lookups(&self, hits: u64, misses: u64) {
-        for (id, n) in [(self.cache_hit, hits), (self.cache_miss, misses)] {
+    pub fn cache_lookups(&self, hits: u64, misses: u64, shared_hits: u64) {
+        let moved = [
+            (self.cache_hit, hits),
+            (self.cache_miss, misses),
+            (self.cache_shared_hit, shared_hits),
+        ];
+        for (id, n) in moved {
             if let (Some(id), true) = (id, n > 0) {
                 self.host.increment_metric(id, n);
             }

@@ -9,6 +9,7 @@ mod keys;
 mod metrics;
 mod properties;
 mod request;
+mod shared;
 
 #[cfg(test)]
 mod fake;
@@ -16,6 +17,8 @@ mod fake;
 mod tests;
 #[cfg(test)]
 mod tests_integration;
+#[cfg(test)]
+mod tests_shared_cache;
 
 use std::rc::Rc;
 
@@ -26,6 +29,7 @@ use crate::fetch_lease;
 use crate::flow::{evaluate, Outcome, Request, Runtime};
 use crate::headers::HeaderSnapshot;
 use crate::host::Host;
+use crate::shared_cache::{NoSharedTokens, SharedTokens};
 use crate::verify::{Crypto, RustCrypto};
 
 use self::crypto::HostCrypto;
@@ -33,6 +37,7 @@ use self::fetch::Response;
 use self::keys::{KeyView, ProviderKeys};
 use self::metrics::{Metrics, StatPrefix};
 use self::properties::Properties;
+use self::shared::SharedSlots;
 
 /// What the host should do with a request after its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +69,8 @@ pub struct Worker {
     metrics: Metrics,
     properties: Properties,
     cache: VerifiedCache,
+    /// The cache shared with the other workers (`cache.shared_entries`).
+    shared: Box<dyn SharedTokens>,
     crypto: Box<dyn Crypto>,
     rng: u64,
     root_context: u32,
@@ -118,8 +125,16 @@ impl Worker {
         // from this seed) must differ for the fetch lease to mean anything.
         let seed = host.now_nanos() ^ (u64::from(root_context) << 40);
         let filter_state = config.filter_state;
+        let shared: Box<dyn SharedTokens> = match config.shared_entries {
+            0 => Box::new(NoSharedTokens),
+            slots => Box::new(SharedSlots {
+                host: host.clone(),
+                slots,
+            }),
+        };
         let mut worker = Worker {
             cache: VerifiedCache::new(config.cache_entries),
+            shared,
             config: Rc::new(config),
             host,
             id: 0,
@@ -150,8 +165,8 @@ impl Worker {
     /// cache lookups made since the last tick.
     pub fn on_tick(&mut self) {
         let now = self.host.now_ms();
-        let (hits, misses) = self.cache.take_lookups();
-        self.metrics.cache_lookups(hits, misses);
+        let (hits, misses, shared_hits) = self.cache.take_lookups();
+        self.metrics.cache_lookups(hits, misses, shared_hits);
         for i in 0..self.providers.len() {
             let jitter = self.random();
             if let Some(p) = self.providers.get_mut(i) {
@@ -284,6 +299,7 @@ impl Worker {
         let mut rt = Runtime {
             keys: &mut keys,
             cache: &mut self.cache,
+            shared: self.shared.as_mut(),
             crypto: self.crypto.as_ref(),
             now: i64::try_from(now_ms / 1000).unwrap_or(i64::MAX),
         };
