@@ -9,8 +9,8 @@ through, so the only difference between scenarios is the filter chain:
   none                no HTTP filter but the router (the ceiling)
   native              envoy.filters.http.jwt_authn (JWT cache off) + envoy.filters.http.rbac on scope
   native-cache        the same with jwt_authn's jwt_cache_config (jwt_cache_size CACHE)
-  jwt-guard           jwt-guard wasm (V8), cache.max_entries CACHE (same size as native-cache)
-  jwt-guard-nocache   jwt-guard wasm (V8), cache.max_entries 0
+  jwt-guard           jwt-guard wasm (V8), cache.max_entries and shared_entries CACHE (same size as native-cache)
+  jwt-guard-nocache   jwt-guard wasm (V8), cache.max_entries 0 (no cache, shared or not)
   jwt-guard-rust      (optional) no cache, "crypto": "rust": pure-Rust signatures inside the VM
                       instead of Envoy's BoringSSL
 
@@ -77,7 +77,9 @@ def jwt_guard(name: str, wasm: str, jwks: str, c: dict, cache: int, crypto: str 
                        "local_jwks": {"inline": jwks}}],
         "rules": [{"match": {"path_prefix": "/"}, "require": {"scopes": [c["scope_required"]]}}],
         "default": "deny",
-        "cache": {"max_entries": cache},
+        # The shared cache (one copy for all workers) as large as the per-worker one; with
+        # max_entries 0 both are off.
+        "cache": {"max_entries": cache, "shared_entries": min(cache, 100000)},
     }
     if crypto:
         plugin["crypto"] = crypto

@@ -7,6 +7,8 @@ Writes into OUT (default bench/out):
   tokens/es256-many.txt       N distinct ES256 tokens (distinct sub/jti), one per line
   tokens/rs256-one.txt        the same for RS256 (RSA-2048)
   tokens/rs256-many.txt
+  tokens/es256-fresh.txt      with --fresh M: M more distinct tokens per algorithm, for the
+  tokens/rs256-fresh.txt      several-workers run (never primed)
   tokens/es256-noscope.txt    one ES256 token without the required scope (must get 403)
   claims.json                 issuers, audience and scope the tokens carry
 
@@ -42,6 +44,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     ap.add_argument("--count", type=int, default=5000, help="distinct tokens per algorithm")
+    ap.add_argument("--fresh", type=int, default=0,
+                    help="distinct tokens per algorithm for the several-workers run (0: none)")
     ap.add_argument("--ttl", type=int, default=3600, help="seconds until exp")
     args = ap.parse_args()
     if args.count < 1:
@@ -83,6 +87,10 @@ def main() -> int:
             f.write(token(0) + "\n")
         with open(os.path.join(tok_dir, f"{name}-many.txt"), "w") as f:
             f.writelines(token(i) + "\n" for i in range(1, args.count + 1))
+        if args.fresh:
+            with open(os.path.join(tok_dir, f"{name}-fresh.txt"), "w") as f:
+                first = args.count + 1
+                f.writelines(token(i) + "\n" for i in range(first, first + args.fresh))
 
     noscope = jwt.encode(
         {"iss": ISS, "aud": AUD, "sub": "bench-noscope", "jti": str(uuid.uuid4()),

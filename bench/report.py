@@ -27,7 +27,9 @@ NAMES = {
     "jwt-guard-rust": "jwt-guard (wasm), no cache, pure-Rust crypto",
 }
 ORDER = list(NAMES)
-SETS = {"one": "one token", "many": "distinct tokens"}
+SETS = {"one": "one token", "many": "distinct tokens", "fresh": "fresh tokens, several workers"}
+# jwt-guard's stats in the bench (its cached listener's plugin name is jwt_guard_cache).
+GUARD_STATS = "wasmcustom.jwt_guard.jwt_guard_cache."
 
 
 def admin_get(admin: str, path: str) -> str:
@@ -178,7 +180,7 @@ def cmd_table(args) -> int:
             r = parse_wrk(wrk_file)
             r.update({"listener": listener, "alg": alg, "set": tset, "primed": primed == "1",
                       "cpu": float(cpu) if cpu else None, "hits_per_req": None,
-                      "misses_per_req": None})
+                      "misses_per_req": None, "checks": None})
             where = f"{listener} {alg} {tset} (round {rnd})"
             if listener == "native-cache":
                 before = parse_stats(wrk_file.replace(".txt", ".before.stats"))
@@ -190,6 +192,13 @@ def cmd_table(args) -> int:
                 if allowed:
                     r["hits_per_req"] = hits / allowed
                     r["misses_per_req"] = misses / allowed
+                # A miss is a verification.
+                r["checks"] = misses
+            if listener == "jwt-guard":
+                before = parse_stats(wrk_file.replace(".txt", ".before.stats"))
+                after = parse_stats(wrk_file.replace(".txt", ".after.stats"))
+                key = GUARD_STATS + "signature_checks.host"
+                r["checks"] = after.get(key, 0) - before.get(key, 0)
             if r["non2xx"]:
                 bad.append(f"{where}: {r['non2xx']} non-2xx answers")
             if r["errors"] and re.search(r"(connect|read|write|timeout) [1-9]", r["errors"]):
@@ -221,6 +230,9 @@ def cmd_table(args) -> int:
         if hpr is not None:
             notes.append(f"jwt_cache_hit/req {hpr:.2f}, "
                          f"jwt_cache_miss/req {median(r['misses_per_req'] for r in rs):.2f}")
+        checks = median(r["checks"] for r in rs)
+        if k[2] == "fresh" and checks is not None and args.fresh not in ("?", "0"):
+            notes.append(f"{checks / int(args.fresh):.2f} signature checks per token")
         non2xx = sum(r["non2xx"] for r in rs)
         if non2xx:
             notes.append(f"**{non2xx} non-200**")
@@ -245,7 +257,7 @@ def cmd_table(args) -> int:
     lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
     groups = []
     for alg in ("es256", "rs256"):
-        for tset in ("one", "many"):
+        for tset in ("one", "many", "fresh"):
             groups.append((alg, tset))
     for alg, tset in groups:
         rows = [x for x in runs if x["alg"] == alg and x["set"] == tset]
@@ -344,7 +356,14 @@ def cmd_table(args) -> int:
         f"measures cache hits; the no-cache rows verify every signature. Like for like: one "
         f"issuer whose JWKS holds both keys, one provider on each side (jwt_authn + RBAC on the "
         f"scope; jwt-guard one rule requiring the scope), caches both on or both off.\n\n"
-        f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), load average before the run "
+        + (f"Fresh tokens, several workers: a new Envoy with `--concurrency {args.workers}` each "
+           f"round, native-cache and jwt-guard only, caches of {args.workers_cache}, on "
+           f"{args.fresh} tokens never seen before (cycled in order, never primed). Native "
+           f"caches per worker, so it verifies a token in each worker that sees it; jwt-guard "
+           f"verifies it once (its cache shared by the workers). Signature checks per token: "
+           f"jwt_authn's `jwt_cache_miss`, jwt-guard's `signature_checks.host`, over the token "
+           f"count.\n\n" if args.workers not in ("0", "1") else "")
+        + f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), load average before the run "
         f"{args.loadavg}; Envoy {envoy_v}; {tool_version(['wrk', '-v']).split(' Copyright')[0]}; "
         + ("Envoy pinned to CPU 0, wrk to CPU 1. " if args.pinned == "yes" else "CPUs not pinned. ")
         + "wrk and Envoy share the machine, so the no-filter row is the ceiling of this setup, "
@@ -389,6 +408,9 @@ def main() -> int:
     p.add_argument("--loadavg", default="?")
     p.add_argument("--pinned", default="no")
     p.add_argument("--rounds", default="1")
+    p.add_argument("--workers", default="0")
+    p.add_argument("--fresh", default="0")
+    p.add_argument("--workers-cache", default="?")
     args = ap.parse_args()
     return {"ports": cmd_ports, "mem": cmd_mem, "table": cmd_table}[args.cmd](args)
 

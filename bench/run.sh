@@ -24,6 +24,11 @@
 #   BENCH_CONNECTIONS=16     wrk connections
 #   BENCH_LISTENERS=none,native,native-cache,jwt-guard,jwt-guard-nocache
 #   BENCH_ALGS=es256,rs256
+#   BENCH_WORKERS=2          then, in an Envoy with this many workers, native-cache and jwt-guard
+#                            on BENCH_FRESH_TOKENS tokens never seen before (a fresh Envoy each
+#                            round): native verifies a token once per worker that sees it,
+#                            jwt-guard once (its shared cache); 0 or 1 to skip
+#   BENCH_FRESH_TOKENS=20000 distinct tokens per algorithm for that run
 #   BENCH_PIN=1              on 2+ CPUs: Envoy on CPU 0, wrk on CPU 1 (taskset); 0 to let them float
 #   BENCH_OUT=bench/out
 set -euo pipefail
@@ -38,6 +43,8 @@ TOKENS=${BENCH_TOKENS:-5000}
 CACHE=${BENCH_CACHE:-10000}
 CONNS=${BENCH_CONNECTIONS:-16}
 LISTENERS=${BENCH_LISTENERS:-none,native,native-cache,jwt-guard,jwt-guard-nocache}
+WORKERS=${BENCH_WORKERS:-2}
+FRESH=${BENCH_FRESH_TOKENS:-20000}
 ALGS=${BENCH_ALGS:-es256,rs256}
 WASM=${JWT_GUARD_WASM:-$ROOT/target/wasm32-wasip1/release/jwt_guard.wasm}
 if [[ -z "${PYTHON:-}" ]]; then
@@ -96,7 +103,7 @@ start_envoy() {
   local name=$1 cfg=$2 addr_file=$OUT/$1.admin-address deadline t0
   rm -f "$addr_file"
   t0=$(date +%s.%N)
-  "${ENVOY_CPU[@]}" "$ENVOY_BIN" -c "$cfg" --concurrency 1 --disable-hot-restart \
+  "${ENVOY_CPU[@]}" "$ENVOY_BIN" -c "$cfg" --concurrency "${CONCURRENCY:-1}" --disable-hot-restart \
     --admin-address-path "$addr_file" -l warning >"$OUT/envoy-$name.log" 2>&1 &
   ENVOY_PID=$!
   deadline=$(( $(date +%s) + 60 ))
@@ -141,10 +148,15 @@ expect() { # LISTENER WHAT WANT_REGEX [TOKEN]
 mkdir -p "$OUT"
 rm -rf "$OUT/wrk" "$OUT/tokens" "$OUT/runs.tsv" "$OUT/memory.jsonl" "$OUT/results.md"
 mkdir -p "$OUT/wrk"
-log "minting keys and tokens ($TOKENS distinct per algorithm)"
-"$PYTHON" "$BENCH/mint.py" --out "$OUT" --count "$TOKENS" >&2
-
 IFS=, read -r -a LIST <<<"$LISTENERS"
+# The several-workers run needs both cached listeners.
+WORKERS_RUN=0
+if [[ $WORKERS =~ ^[0-9]+$ ]] && (( WORKERS > 1 )) && [[ ,$LISTENERS, == *,native-cache,* && ,$LISTENERS, == *,jwt-guard,* ]]; then
+  WORKERS_RUN=1
+fi
+log "minting keys and tokens ($TOKENS distinct per algorithm$( ((WORKERS_RUN)) && echo ", $FRESH fresh"))"
+"$PYTHON" "$BENCH/mint.py" --out "$OUT" --count "$TOKENS" --fresh "$(( WORKERS_RUN ? FRESH : 0 ))" >&2
+
 IFS=, read -r -a ALG_LIST <<<"$ALGS"
 BASE_LIST=()
 HAS_WASM=0
@@ -158,6 +170,11 @@ gen_config() { # OUTFILE LISTENERS
     --claims "$OUT/claims.json" --wasm "$WASM" --cache "$CACHE"
 }
 gen_config "$OUT/envoy.json" "$LISTENERS"
+# Caches (both sides) that hold every fresh token: 2x for jwt-guard's two generations.
+WORKERS_CACHE=$(( 2 * FRESH > CACHE ? 2 * FRESH : CACHE ))
+(( WORKERS_RUN )) && "$PYTHON" "$BENCH/config.py" --out "$OUT/envoy-workers.json" \
+  --listeners native-cache,jwt-guard --jwks "$OUT/jwks.json" --claims "$OUT/claims.json" \
+  --wasm "$WASM" --cache "$WORKERS_CACHE"
 gen_config "$OUT/envoy-baseline.json" "$(IFS=,; echo "${BASE_LIST[*]}")"
 
 mem() { "$PYTHON" "$BENCH/report.py" mem --pid "$ENVOY_PID" --admin "$ADMIN" --label "$1" --startup "${STARTUP_S:-}" --out "$OUT/memory.jsonl"; }
@@ -245,6 +262,22 @@ done
 mem full-end
 stop_envoy
 
+# ---- several workers, tokens never seen before ------------------------------------------
+# A fresh Envoy each round (empty caches), the fresh tokens cycled in order: every token is
+# first seen by one worker and later by the others.
+if (( WORKERS_RUN )); then
+  for round in $(seq 1 "$ROUNDS"); do
+    CONCURRENCY=$WORKERS start_envoy "workers-r$round" "$OUT/envoy-workers.json"
+    for alg in "${ALG_LIST[@]}"; do
+      for l in native-cache jwt-guard; do
+        run_wrk "$l" "$alg" fresh 0 "$round"
+      done
+    done
+    stop_envoy
+  done
+fi
+
 "$PYTHON" "$BENCH/report.py" table --out "$OUT" --wasm "$WASM" --seconds "$RUN_SECONDS" \
   --tokens "$TOKENS" --cache "$CACHE" --connections "$CONNS" --loadavg "$LOADAVG" --rounds "$ROUNDS" \
+  --workers "$(( WORKERS_RUN ? WORKERS : 0 ))" --fresh "$FRESH" --workers-cache "$WORKERS_CACHE" \
   --pinned "$( ((${#ENVOY_CPU[@]})) && echo yes || echo no)"
