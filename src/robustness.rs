@@ -49,7 +49,10 @@ fn garbage_into_every_parser() {
         let _ = crate::envoy_crypto::decode_result(&raw);
         // A shared-cache slot holding anything, for a token that is its tail or not.
         let _ = crate::shared_cache::decode_for(&raw, &text);
-        let tail = raw.get(6..).map(String::from_utf8_lossy).unwrap_or_default();
+        let tail = raw
+            .get(6..)
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
         let _ = crate::shared_cache::decode_for(&raw, &tail);
         let _ = crate::shared_cache::slot_key(&text, (rng.next() % 3) as u32);
         let _ = crate::envoy_crypto::es256_der(&raw);

@@ -6,6 +6,7 @@
 //! refused at load if they do; the instance is made safe here), so `stats_tags` regexes can
 //! turn the instance, rule, provider and deny code into labels unambiguously.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use crate::config::Config;
@@ -53,14 +54,15 @@ impl StatPrefix {
 }
 
 /// Per-decision stats: per deny code and per rule; CORS preflights let through; the
-/// verified-token cache; the time a decision takes. An allowed request costs one counter
-/// update, and one in [`super::DECISION_SAMPLE`] a histogram sample (the total is the sum
-/// over rules).
+/// verified-token cache; the time a decision takes. Decisions are counted in the VM and
+/// added to Envoy's counters on the tick ([`Metrics::flush`]): a request makes no stat
+/// host call but, one in [`super::DECISION_SAMPLE`], a histogram sample (the total of
+/// decisions is the sum over rules).
 pub struct Metrics {
     host: Rc<dyn Host>,
-    denied: Vec<(DenyCode, Option<u32>)>,
+    denied: Vec<(DenyCode, Counter)>,
     rules: Vec<RuleCounters>,
-    cors_preflight: Option<u32>,
+    cors_preflight: Counter,
     cache_hit: Option<u32>,
     cache_miss: Option<u32>,
     cache_shared_hit: Option<u32>,
@@ -71,14 +73,42 @@ pub struct Metrics {
 
 /// A rule's counters (the last entry of [`Metrics::rules`] is the default's).
 struct RuleCounters {
-    allowed: Option<u32>,
-    denied: Option<u32>,
-    dry_run_denied: Option<u32>,
+    allowed: Counter,
+    denied: Counter,
+    dry_run_denied: Counter,
+}
+
+/// A host counter and what was counted in the VM since it was last added to it.
+struct Counter {
+    id: Option<u32>,
+    pending: Cell<u64>,
+}
+
+impl Counter {
+    fn new(id: Option<u32>) -> Counter {
+        Counter {
+            id,
+            pending: Cell::new(0),
+        }
+    }
+
+    fn add(&self) {
+        self.pending.set(self.pending.get().saturating_add(1));
+    }
+
+    /// One host call, if anything was counted.
+    fn flush(&self, host: &dyn Host) {
+        let n = self.pending.take();
+        if let (Some(id), true) = (self.id, n > 0) {
+            host.increment_metric(id, n);
+        }
+    }
 }
 
 impl Metrics {
     pub fn define(host: Rc<dyn Host>, config: &Config, prefix: &StatPrefix) -> Metrics {
         let counter = |stat: &str| host.define_metric(MetricKind::Counter, &prefix.name(stat));
+        let batched = |stat: &str| Counter::new(counter(stat));
         let names = config
             .rules
             .iter()
@@ -86,16 +116,16 @@ impl Metrics {
             .chain(std::iter::once("default"));
         let rules = names
             .map(|n| RuleCounters {
-                allowed: counter(&format!("rule.{n}.allowed")),
-                denied: counter(&format!("rule.{n}.denied")),
-                dry_run_denied: counter(&format!("rule.{n}.dry_run_denied")),
+                allowed: batched(&format!("rule.{n}.allowed")),
+                denied: batched(&format!("rule.{n}.denied")),
+                dry_run_denied: batched(&format!("rule.{n}.dry_run_denied")),
             })
             .collect();
         let denied = DenyCode::ALL
             .iter()
-            .map(|c| (*c, counter(&format!("denied.{}", c.code()))))
+            .map(|c| (*c, batched(&format!("denied.{}", c.code()))))
             .collect();
-        let cors_preflight = counter("cors_preflight");
+        let cors_preflight = batched("cors_preflight");
         let cache_hit = counter("cache_hit");
         let cache_miss = counter("cache_miss");
         let cache_shared_hit = counter("cache_shared_hit");
@@ -122,27 +152,40 @@ impl Metrics {
 
     pub fn allowed(&self, rule: Option<usize>, dry_run_denied: Option<DenyCode>) {
         if let Some(r) = self.rule(rule) {
-            bump(
-                &*self.host,
-                match dry_run_denied {
-                    Some(_) => r.dry_run_denied,
-                    None => r.allowed,
-                },
-            );
+            match dry_run_denied {
+                Some(_) => r.dry_run_denied.add(),
+                None => r.allowed.add(),
+            }
         }
     }
 
     pub fn denied(&self, rule: Option<usize>, code: DenyCode) {
-        if let Some((_, id)) = self.denied.iter().find(|(c, _)| *c == code) {
-            bump(&*self.host, *id);
+        if let Some((_, counter)) = self.denied.iter().find(|(c, _)| *c == code) {
+            counter.add();
         }
         if let Some(r) = self.rule(rule) {
-            bump(&*self.host, r.denied);
+            r.denied.add();
         }
     }
 
     pub fn cors_preflight(&self) {
-        bump(&*self.host, self.cors_preflight);
+        self.cors_preflight.add();
+    }
+
+    /// Adds the decisions counted since the last call to the host's counters: one host
+    /// call per counter that moved, from the tick rather than per request. (A VM torn
+    /// down by a config change loses at most one tick's counts.)
+    pub fn flush(&self) {
+        let host = &*self.host;
+        for r in &self.rules {
+            r.allowed.flush(host);
+            r.denied.flush(host);
+            r.dry_run_denied.flush(host);
+        }
+        for (_, c) in &self.denied {
+            c.flush(host);
+        }
+        self.cors_preflight.flush(host);
     }
 
     /// Adds the cache lookups counted since the last call (one host call per counter that

@@ -161,12 +161,13 @@ impl Worker {
         x
     }
 
-    /// The periodic tick: start due fetches, then settle waiting requests; count the
-    /// cache lookups made since the last tick.
+    /// The periodic tick: start due fetches, then settle waiting requests; add the
+    /// decisions and cache lookups counted since the last tick to the host's stats.
     pub fn on_tick(&mut self) {
         let now = self.host.now_ms();
         let (hits, misses, shared_hits) = self.cache.take_lookups();
         self.metrics.cache_lookups(hits, misses, shared_hits);
+        self.metrics.flush();
         for i in 0..self.providers.len() {
             let jitter = self.random();
             if let Some(p) = self.providers.get_mut(i) {

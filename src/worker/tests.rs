@@ -432,6 +432,7 @@ fn a_header_the_host_cannot_set_or_remove_fails_closed() {
         .begin(2, &[(":path", "/x"), ("authorization", &auth)]);
     assert_eq!(b.worker.on_request_headers(2), Next::Pause);
     assert_eq!(b.reply(2).map(|r| r.code()).as_deref(), Some("AUTH_140"));
+    b.worker.on_tick();
     assert_eq!(b.host.counter("jwt_guard.jwt_guard.denied.AUTH_140"), 1);
 }
 

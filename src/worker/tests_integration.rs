@@ -171,6 +171,7 @@ fn stats_are_named_after_the_filter_instance() {
         let host = Rc::new(h);
         let mut w = worker(&host, config(json!({})));
         send(&host, &mut w, 2, &[(":path", "/public/x")]);
+        w.on_tick();
         host
     };
     let edge = named(Some("edge"));
@@ -192,7 +193,7 @@ fn stats_are_named_after_the_filter_instance() {
 }
 
 #[test]
-fn cache_hits_and_misses_are_counted_on_the_tick() {
+fn decisions_and_cache_lookups_are_counted_on_the_tick() {
     let host = Rc::new(host());
     let mut w = worker(&host, config(json!({})));
     let auth = format!("Bearer {}", token_with(json!({})));
@@ -204,19 +205,27 @@ fn cache_hits_and_misses_are_counted_on_the_tick() {
             &[(":path", "/workflows/1"), ("authorization", &auth)],
         );
     }
+    send(&host, &mut w, 5, &[(":path", "/workflows/1")]);
     let (hit, miss) = (
         "jwt_guard.jwt_guard.cache_hit",
         "jwt_guard.jwt_guard.cache_miss",
     );
-    assert_eq!(
-        (host.counter(hit), host.counter(miss)),
-        (0, 0),
-        "not per request"
+    let (allowed, denied, no_token) = (
+        "jwt_guard.jwt_guard.rule.workflows-read.allowed",
+        "jwt_guard.jwt_guard.rule.workflows-read.denied",
+        "jwt_guard.jwt_guard.denied.AUTH_100",
     );
+    let counts = || {
+        [hit, miss, allowed, denied, no_token]
+            .into_iter()
+            .map(|c| host.counter(c))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(), [0, 0, 0, 0, 0], "not per request");
     w.on_tick();
-    assert_eq!((host.counter(hit), host.counter(miss)), (2, 1));
+    assert_eq!(counts(), [2, 1, 3, 1, 1]);
     w.on_tick();
-    assert_eq!((host.counter(hit), host.counter(miss)), (2, 1));
+    assert_eq!(counts(), [2, 1, 3, 1, 1], "added once");
     // With the cache off, every token is verified: every lookup misses.
     let host = Rc::new(self::host());
     let mut w = worker(&host, config(json!({"cache": {"max_entries": 0}})));
@@ -280,6 +289,7 @@ fn a_preflight_passes_without_a_token_only_when_switched_on() {
     let host = Rc::new(self::host());
     let mut on = worker(&host, preflight_config(true));
     assert_eq!(send(&host, &mut on, 2, &preflight), Next::Continue);
+    on.on_tick();
     assert_eq!(host.counter("jwt_guard.jwt_guard.cors_preflight"), 1);
     assert_eq!(
         host.filter_state(2, DECISION).as_deref(),
@@ -359,6 +369,7 @@ fn what_is_no_real_preflight_gets_the_rules() {
         host.request(9).reply.map(|r| r.code()).as_deref(),
         Some("AUTH_120")
     );
+    w.on_tick();
     assert_eq!(host.counter("jwt_guard.jwt_guard.cors_preflight"), 0);
 }
 

@@ -227,7 +227,8 @@ def test_more_than_one_token_is_a_400_never_a_pick(core, es):
         assert (r.status, r.code) == (400, "AUTH_117"), (headers, path, r)
         assert 'error="invalid_request"' in r.headers["www-authenticate"], r
         assert_not_echoed(r, good_token)
-    assert core.stat("denied.AUTH_117") >= 4
+    # Decisions reach the counters on the filter's 100 ms tick.
+    harness.wait_for(lambda: core.stat("denied.AUTH_117") >= 4, timeout=5, what="AUTH_117 counted")
 
 
 GRPC = {"content-type": "application/grpc", "te": "trailers"}

@@ -226,4 +226,7 @@ def test_what_is_not_a_real_preflight_meets_the_rules_even_when_switched_on(envo
         assert envoy.request(path, headers, method="OPTIONS").code == "AUTH_100", (headers, path)
     # Where the default refuses everyone, it refuses a preflight too.
     assert envoy.request("/internal", ORIGIN, method="OPTIONS").code == "AUTH_120"
+    # Counted on the tick: once the refusals are in, a preflight would be too.
+    harness.wait_for(lambda: envoy.stat("denied.AUTH_120") == 1, timeout=5, what="AUTH_120 counted")
+    assert envoy.stat("denied.AUTH_100") == 4
     assert envoy.stat("cors_preflight") == 0

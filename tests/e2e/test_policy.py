@@ -260,7 +260,7 @@ def test_audit_of_denials_can_be_turned_off_stats_still_count(upstream, envoy_fa
     # The allowed line comes after the denial: once it is in the log, the denial would be.
     lines = harness.wait_for(lambda: audit_lines(e), timeout=5, what="the allowed request's line")
     assert [a["decision"] for a in lines] == ["allow"]
-    assert e.stat("denied.AUTH_100") == 1
+    harness.wait_for(lambda: e.stat("denied.AUTH_100") == 1, timeout=5, what="the denial counted")
 
 
 def test_stats_per_rule_and_per_code(envoy, keys):

@@ -28,6 +28,12 @@ fn valid_es256_and_rs256_tokens_go_upstream_with_the_identity_header() {
         proxy.metric("jwt_guard.jwt_guard.signature_checks.host"),
         Some(0)
     );
+    // Decisions are added to the counters on the tick.
+    assert_eq!(
+        proxy.metric("jwt_guard.jwt_guard.rule.rule-1.allowed"),
+        Some(0)
+    );
+    w.tick().unwrap();
     assert_eq!(
         proxy.metric("jwt_guard.jwt_guard.rule.rule-1.allowed"),
         Some(2)
@@ -139,6 +145,7 @@ fn the_decision_is_set_as_properties_and_stats_carry_the_plugin_name() {
         Some("AUTH_100")
     );
     assert_eq!(property(denied.id, "jwt_guard.sub"), None);
+    w.tick().unwrap();
     assert_eq!(proxy.metric("jwt_guard.edge.rule.rule-1.allowed"), Some(1));
     assert_eq!(proxy.metric("jwt_guard.edge.rule.rule-1.denied"), Some(1));
     assert_eq!(
