@@ -7,7 +7,7 @@ metadata, log. Each call is a VM entry (about half a microsecond in V8) for a de
 does nothing. Hosts skip callbacks a module does not export (proxy-wasm-cpp-host, which
 Envoy embeds, checks each one), so the module stops exporting them. Everything the filter
 implements stays: context create, configure, tick, request headers, body and trailers (a
-request held for keys must keep its body held), callout responses, done and delete.
+request held for keys must keep its body held), callout responses and delete.
 
 Only the export entries go; the functions stay in the code section and no index changes.
 Idempotent: running it on a trimmed module changes nothing.
@@ -23,6 +23,9 @@ UNUSED = {
     "proxy_on_response_metadata",
     "proxy_on_request_metadata",
     "proxy_on_log",
+    # A request's end is handled when its context is deleted (src/wasm/http.rs); the root
+    # has nothing to finish. Hosts take a missing proxy_on_done as "done".
+    "proxy_on_done",
 }
 
 EXPORT_SECTION = 7

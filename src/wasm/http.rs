@@ -30,13 +30,18 @@ impl Http {
     }
 }
 
-impl Context for Http {
-    fn on_done(&mut self) -> bool {
+impl Context for Http {}
+
+/// The SDK drops a request's context when the host deletes it (`proxy_on_delete`): the
+/// request is over, answered or abandoned, and no longer waits. Done here rather than in
+/// `on_done` so that the module need not export `proxy_on_done`, a VM entry on every
+/// request (`tools/trim_exports.py`; hosts treat a missing one as done).
+impl Drop for Http {
+    fn drop(&mut self) {
         // Busy only while answering this very request, which then is no waiter.
         if let Ok(mut w) = self.worker.try_borrow_mut() {
             w.on_request_done(self.context_id);
         }
-        true
     }
 }
 

@@ -169,6 +169,7 @@ impl Proxy {
             logs: Vec::new(),
             foreign_calls: Vec::new(),
             unsupported_calls: Vec::new(),
+            dead_contexts_asked: Vec::new(),
             to_finish: Vec::new(),
         };
         let mut store = Store::new(&self.filter.engine, State { wasi, host });
@@ -377,6 +378,8 @@ struct Host {
     logs: Vec<LogLine>,
     foreign_calls: Vec<String>,
     unsupported_calls: Vec<String>,
+    /// Contexts the module tried to make effective after they were deleted.
+    dead_contexts_asked: Vec<u32>,
     /// Streams that ended during a callback; the host finishes them (done, log, delete)
     /// once the module has returned, never re-entering it.
     to_finish: Vec<u32>,
@@ -581,6 +584,12 @@ impl Worker {
         &self.host().unsupported_calls
     }
 
+    /// Requests, already over, that the module tried to act on again
+    /// (`proxy_set_effective_context` on a deleted context).
+    pub fn dead_contexts_asked(&self) -> &[u32] {
+        &self.host().dead_contexts_asked
+    }
+
     /// What the module wrote to WASI stdout and stderr.
     pub fn stdio(&self) -> (String, String) {
         let text = |p: &MemoryOutputPipe| String::from_utf8_lossy(&p.contents()).into_owned();
@@ -640,7 +649,11 @@ impl Worker {
             }
             let awaited = stream.awaiting_done;
             self.host_mut().effective = id;
-            if !awaited && self.call::<(i32,), i32>("proxy_on_done", (id as i32,))? == 0 {
+            // Optional, as in proxy-wasm-cpp-host: a module without it is done at once.
+            let done = awaited
+                || !self.exports("proxy_on_done")
+                || self.call::<(i32,), i32>("proxy_on_done", (id as i32,))? != 0;
+            if !done {
                 if let Some(s) = self.host_mut().streams.get_mut(&id) {
                     s.awaiting_done = true;
                 }
@@ -1086,6 +1099,7 @@ fn define_env(linker: &mut Linker<State>) -> Result<()> {
             }
             let live = id == ROOT_ID || h.streams.get(&id).is_some_and(|s| !s.deleted);
             if !live {
+                h.dead_contexts_asked.push(id);
                 return status::BAD_ARGUMENT as i32;
             }
             h.effective = id;

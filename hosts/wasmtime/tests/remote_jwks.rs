@@ -65,6 +65,25 @@ fn a_cold_request_waits_for_the_jwks_then_a_second_worker_uses_the_shared_keys()
 }
 
 #[test]
+fn a_request_that_ends_while_waiting_for_keys_is_no_longer_waited_for() {
+    let proxy = proxy();
+    let mut w = worker(&proxy, Options::default(), &remote_config());
+    let gone = get(&mut w, "/workflows/active", Some(&es256(&claims())));
+    let stays = get(&mut w, "/workflows/active", Some(&es256(&claims())));
+    assert_eq!((gone.action, stays.action), (Action::Pause, Action::Pause));
+    // The client goes away: the host deletes the request's context.
+    w.end(gone.id).unwrap();
+    w.advance(TICK).unwrap();
+    answer_jwks(&mut w, 200, &jwks().to_string());
+    assert!(w.stream(stays.id).unwrap().resumed);
+    assert!(
+        w.dead_contexts_asked().is_empty(),
+        "{:?}",
+        w.dead_contexts_asked()
+    );
+}
+
+#[test]
 fn a_failed_jwks_fetch_answers_the_waiting_request_503_auth_130() {
     let proxy = proxy();
     let mut w = worker(&proxy, Options::default(), &remote_config());
