@@ -165,23 +165,25 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// RFC 7235 token68: the characters a bearer token (and a JWT) is made of.
 fn is_token68(t: &str) -> bool {
     let body = t.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| TOKEN68.get(usize::from(b)).copied().unwrap_or(false))
+    // No early exit: without a branch a byte, the loop unrolls (a valid token, the common
+    // case, is read to its end anyway).
+    let not_token68 = |b: u8| NOT_TOKEN68.get(usize::from(b)).copied().unwrap_or(1);
+    !body.is_empty() && body.bytes().fold(0u8, |bad, b| bad | not_token68(b)) == 0
 }
 
-/// token68's characters but the final `=` padding, by byte. Every request's token is
-/// checked: one lookup a byte measured ~10% faster than the comparisons in V8.
+/// 1 for each byte that is not one of token68's characters (the final `=` padding aside).
+/// Every request's token is checked: a lookup a byte measured ~10% faster than the
+/// comparisons in V8.
 // Evaluated by the compiler: an index out of range would fail the build, not a request.
 #[allow(clippy::indexing_slicing)]
-const TOKEN68: [bool; 256] = {
-    let mut table = [false; 256];
+const NOT_TOKEN68: [u8; 256] = {
+    let mut table = [1u8; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
-        table[i] =
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/') {
+            table[i] = 0;
+        }
         i += 1;
     }
     table
