@@ -104,8 +104,12 @@ test: test-unit test-host test-e2e
 run: build venv node-deps
 	ENVOY_BIN=$(abspath $(ENVOY)) PYTHON=$(abspath $(PY)) bash demo/run.sh
 
+# The floor filter (examples/floor_filter.rs) gets the same export trimming as jwt-guard.
+FLOOR := target/$(WASM_TARGET)/release/examples/floor_filter.wasm
 bench: build venv
-	ENVOY_BIN=$(abspath $(ENVOY)) PYTHON=$(abspath $(PY)) bash bench/run.sh
+	cargo build --release --example floor_filter --target $(WASM_TARGET)
+	python3 tools/trim_exports.py $(FLOOR)
+	ENVOY_BIN=$(abspath $(ENVOY)) PYTHON=$(abspath $(PY)) FLOOR_WASM=$(abspath $(FLOOR)) bash bench/run.sh
 
 # Native micro-benchmarks (criterion): verify, 200-rule policy, parsing.
 bench-micro:

@@ -12,6 +12,8 @@ through, so the only difference between scenarios is the filter chain:
   jwt-guard           jwt-guard wasm (V8), cache.max_entries and shared_entries CACHE (same size as native-cache)
   jwt-guard-nocache   jwt-guard wasm (V8), cache.max_entries 0 (no cache, shared or not)
   jwt-guard-rust      (optional) no cache, "crypto": "rust": pure-Rust signatures inside the VM
+  wasm-floor          examples/floor_filter.rs: a proxy-wasm filter that only reads the headers
+                      and the clock (--floor-wasm), what any such filter pays; answers 200 to all
                       instead of Envoy's BoringSSL
 
 Usage: config.py --out FILE --jwks JWKS --claims CLAIMS --wasm WASM --listeners a,b,c
@@ -20,7 +22,8 @@ import argparse
 import json
 import sys
 
-ALL = ["none", "native", "native-cache", "jwt-guard", "jwt-guard-nocache", "jwt-guard-rust"]
+ALL = ["none", "native", "native-cache", "jwt-guard", "jwt-guard-nocache", "jwt-guard-rust",
+       "wasm-floor"]
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 
@@ -70,6 +73,29 @@ def rbac_scope(c: dict) -> dict:
     }
 
 
+def wasm_filter(name: str, wasm: str, vm_id: str, configuration: str) -> dict:
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": vm_id,
+                "vm_config": {
+                    "vm_id": vm_id,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": configuration,
+                },
+                "fail_open": False,
+            },
+        },
+    }
+
+
 def jwt_guard(name: str, wasm: str, jwks: str, c: dict, cache: int, crypto: str | None = None) -> dict:
     plugin = {
         "realm": "bench",
@@ -83,26 +109,7 @@ def jwt_guard(name: str, wasm: str, jwks: str, c: dict, cache: int, crypto: str 
     }
     if crypto:
         plugin["crypto"] = crypto
-    return {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": name,
-                "root_id": "jwt_guard",
-                "vm_config": {
-                    "vm_id": "jwt_guard",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": wasm}},
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": json.dumps(plugin, separators=(",", ":")),
-                },
-                "fail_open": False,
-            },
-        },
-    }
+    return wasm_filter(name, wasm, "jwt_guard", json.dumps(plugin, separators=(",", ":")))
 
 
 def listener(name: str, filters: list) -> dict:
@@ -135,6 +142,7 @@ def main() -> int:
     ap.add_argument("--jwks", required=True)
     ap.add_argument("--claims", required=True)
     ap.add_argument("--wasm", required=True)
+    ap.add_argument("--floor-wasm", default="")
     ap.add_argument("--listeners", default=",".join(ALL))
     ap.add_argument("--cache", type=int, default=10000)
     args = ap.parse_args()
@@ -155,7 +163,11 @@ def main() -> int:
         "jwt-guard": lambda: [jwt_guard("jwt_guard_cache", args.wasm, jwks, c, args.cache)],
         "jwt-guard-nocache": lambda: [jwt_guard("jwt_guard_nocache", args.wasm, jwks, c, 0)],
         "jwt-guard-rust": lambda: [jwt_guard("jwt_guard_rust", args.wasm, jwks, c, 0, "rust")],
+        "wasm-floor": lambda: [wasm_filter("floor", args.floor_wasm, "floor", "")],
     }
+    if "wasm-floor" in names and not args.floor_wasm:
+        print("config.py: wasm-floor needs --floor-wasm", file=sys.stderr)
+        return 2
     bootstrap = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {"listeners": [listener(n, build[n]()) for n in names]},

@@ -20,6 +20,7 @@ import urllib.request
 
 NAMES = {
     "none": "no filter (ceiling)",
+    "wasm-floor": "proxy-wasm floor: reads headers + clock, nothing else",
     "native": "native jwt_authn+rbac",
     "native-cache": "native jwt_authn+rbac, jwt cache",
     "jwt-guard": "jwt-guard (wasm), cache",
@@ -279,6 +280,8 @@ def cmd_table(args) -> int:
     # Like for like: each jwt-guard variant against the native setup doing the same work.
     pairs = [("no cache: jwt-guard / native", "jwt-guard-nocache", "native"),
              ("cache: jwt-guard / native", "jwt-guard", "native-cache"),
+             ("floor: any proxy-wasm filter / native, cache", "wasm-floor", "native-cache"),
+             ("cache: jwt-guard / floor", "jwt-guard", "wasm-floor"),
              ("pure-Rust crypto, no cache: jwt-guard / native", "jwt-guard-rust", "native")]
     present = [(a, s_) for a, s_ in groups if any(x["alg"] == a and x["set"] == s_ for x in runs)]
     summary = ["| rps ratio | " + " | ".join(f"{a.upper()} {SETS[s_]}" for a, s_ in present) + " |",

@@ -8,6 +8,8 @@
 #   native-cache       the same with jwt_authn's jwt_cache_config
 #   jwt-guard          the wasm filter (V8), rule requiring the scope, cache on
 #   jwt-guard-nocache  the same with cache.max_entries 0
+#   wasm-floor         examples/floor_filter.rs: a proxy-wasm filter that only reads the
+#                      headers and the clock, the floor of any such filter (FLOOR_WASM)
 #   (jwt-guard-rust    optional, add it to BENCH_LISTENERS: no cache, "crypto": "rust")
 # For each listener x {ES256, RS256} x {one repeated token, BENCH_TOKENS distinct tokens}:
 # curl checks first (valid token 200, no token 401, token without the scope 403), then
@@ -42,11 +44,12 @@ ROUNDS=${BENCH_ROUNDS:-3}
 TOKENS=${BENCH_TOKENS:-5000}
 CACHE=${BENCH_CACHE:-10000}
 CONNS=${BENCH_CONNECTIONS:-16}
-LISTENERS=${BENCH_LISTENERS:-none,native,native-cache,jwt-guard,jwt-guard-nocache}
+LISTENERS=${BENCH_LISTENERS:-none,wasm-floor,native,native-cache,jwt-guard,jwt-guard-nocache}
 WORKERS=${BENCH_WORKERS:-2}
 FRESH=${BENCH_FRESH_TOKENS:-20000}
 ALGS=${BENCH_ALGS:-es256,rs256}
 WASM=${JWT_GUARD_WASM:-$ROOT/target/wasm32-wasip1/release/jwt_guard.wasm}
+FLOOR_WASM=${FLOOR_WASM:-$ROOT/target/wasm32-wasip1/release/examples/floor_filter.wasm}
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x $ROOT/.venv/bin/python ]]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -67,6 +70,7 @@ fi
 command -v "$ENVOY_BIN" >/dev/null || die "no Envoy at '$ENVOY_BIN' (run 'make venv' or set ENVOY_BIN)"
 "$PYTHON" -c 'import jwt, cryptography' 2>/dev/null || die "$PYTHON lacks PyJWT/cryptography (run 'make venv' or set PYTHON)"
 [[ -f $WASM ]] || die "no filter at $WASM (run 'make build')"
+[[ ,$LISTENERS, != *,wasm-floor,* || -f $FLOOR_WASM ]] || die "no floor filter at $FLOOR_WASM (run 'make bench')"
 [[ $RUN_SECONDS =~ ^[0-9]+$ && $RUN_SECONDS -ge 1 ]] || die "BENCH_SECONDS must be a whole number >= 1"
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 ]] || die "BENCH_ROUNDS must be a whole number >= 1"
 if (( CACHE < 2 * TOKENS )); then
@@ -161,13 +165,13 @@ IFS=, read -r -a ALG_LIST <<<"$ALGS"
 BASE_LIST=()
 HAS_WASM=0
 for l in "${LIST[@]}"; do
-  if [[ $l == jwt-guard* ]]; then HAS_WASM=1; else BASE_LIST+=("$l"); fi
+  if [[ $l == jwt-guard* || $l == wasm-* ]]; then HAS_WASM=1; else BASE_LIST+=("$l"); fi
 done
 ((${#BASE_LIST[@]})) || BASE_LIST=(none)
 
 gen_config() { # OUTFILE LISTENERS
   "$PYTHON" "$BENCH/config.py" --out "$1" --listeners "$2" --jwks "$OUT/jwks.json" \
-    --claims "$OUT/claims.json" --wasm "$WASM" --cache "$CACHE"
+    --claims "$OUT/claims.json" --wasm "$WASM" --floor-wasm "$FLOOR_WASM" --cache "$CACHE"
 }
 gen_config "$OUT/envoy.json" "$LISTENERS"
 # Caches (both sides) that hold every fresh token: 2x for jwt-guard's two generations.
@@ -221,7 +225,7 @@ run_wrk() { # LISTENER ALG SET PRIMED ROUND
 for l in "${LIST[@]}"; do
   [[ -n ${PORT[$l]:-} ]] || die "listener $l missing from Envoy"
   # Never benchmark an error path: the same checks as a real client would see.
-  if [[ $l == none ]]; then
+  if [[ $l == none || $l == wasm-floor ]]; then
     expect "$l" "no token" 200
   else
     expect "$l" "ES256 token" 200 "$ONE_ES"
