@@ -162,32 +162,56 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .flatten()
 }
 
-/// RFC 7235 token68: the characters a bearer token (and a JWT) is made of.
+/// RFC 7235 token68: the characters a bearer token (and a JWT) is made of. Every
+/// request's token is checked, so eight bytes at a time ([`token68_word`]); the tail a
+/// byte at a time.
 fn is_token68(t: &str) -> bool {
-    let body = t.trim_end_matches('=');
-    // No early exit: without a branch a byte, the loop unrolls (a valid token, the common
-    // case, is read to its end anyway).
-    let not_token68 = |b: u8| NOT_TOKEN68.get(usize::from(b)).copied().unwrap_or(1);
-    !body.is_empty() && body.bytes().fold(0u8, |bad, b| bad | not_token68(b)) == 0
+    let body = t.trim_end_matches('=').as_bytes();
+    let words = body.chunks_exact(8);
+    let tail = words.remainder();
+    !body.is_empty()
+        && words
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
+            .all(token68_word)
+        && tail.iter().all(|&b| token68_byte(b))
 }
 
-/// 1 for each byte that is not one of token68's characters (the final `=` padding aside).
-/// Every request's token is checked: a lookup a byte measured ~10% faster than the
-/// comparisons in V8.
-// Evaluated by the compiler: an index out of range would fail the build, not a request.
-#[allow(clippy::indexing_slicing)]
-const NOT_TOKEN68: [u8; 256] = {
-    let mut table = [1u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/') {
-            table[i] = 0;
-        }
-        i += 1;
+/// One of token68's characters but the final `=` padding.
+fn token68_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// Whether all eight bytes of `x` pass [`token68_byte`], by byte-wise arithmetic on the
+/// word (each byte ASCII first, so no sum below carries into the next byte): letters are
+/// `a..=z` once `0x20` is set, `-./0-9` one range, then `+`, `_` and `~`.
+fn token68_word(x: u64) -> bool {
+    if x & HIGHS != 0 {
+        return false;
     }
-    table
-};
+    let valid = in_range(x | (ONES * 0x20), b'a', b'z')
+        | in_range(x, b'-', b'9')
+        | equal(x, b'+')
+        | equal(x, b'_')
+        | equal(x, b'~');
+    valid == HIGHS
+}
+
+/// The high bit of each byte of `x` (every byte ASCII) that is in `lo..=hi` (`lo` > 0).
+fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+    let at_least_lo = x + ONES * u64::from(0x80 - lo);
+    let above_hi = x + ONES * u64::from(0x7f - hi);
+    at_least_lo & !above_hi & HIGHS
+}
+
+/// The high bit of each byte of `x` (every byte ASCII) that equals `c` (ASCII).
+fn equal(x: u64, c: u8) -> u64 {
+    let v = x ^ (ONES * u64::from(c));
+    !(((v & LOWS) + LOWS) | v) & HIGHS
+}
 
 /// A parameter or cookie name as frameworks compare it: percent-decoded (`+` as space),
 /// an array suffix cut (`name[]`, `name[0]`: PHP, Rails, qs), and `.` and space read as
@@ -257,6 +281,36 @@ pub fn cookie_header_without(header: &str, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_word_at_a_time_token68_check_agrees_with_the_byte_check_on_every_byte() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = *b"AZaz09-_";
+                word[at] = b;
+                let expected = word.iter().all(|&c| token68_byte(c));
+                assert_eq!(
+                    token68_word(u64::from_le_bytes(word)),
+                    expected,
+                    "{b:#x} at {at}"
+                );
+            }
+        }
+        for (t, ok) in [
+            ("abc", true),
+            ("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_~+/A==", true),
+            ("abcdefgh", true),
+            ("abcdefghi", true),
+            ("abcdefg!", false),
+            ("abcdefgh!", false),
+            ("abc=def", false),
+            ("========", false),
+            ("abcdefgh\u{e9}", false),
+            ("ab cdefghijk", false),
+        ] {
+            assert_eq!(is_token68(t), ok, "{t:?}");
+        }
+    }
+
     use super::*;
 
     fn bearer() -> Vec<TokenSource> {

@@ -141,6 +141,14 @@ impl HeaderSnapshot {
             .map(|s| text(self.value_of(s)))
     }
 
+    /// Every (name, value) pair as bytes, in order: for scans that compare names to a
+    /// few known ones (no name is turned into text for that).
+    pub fn iter_bytes(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|s| (self.name_bytes(s), self.value_of(s)))
+    }
+
     /// Every (name, value) pair, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.spans

@@ -176,14 +176,15 @@ struct Overrides {
 impl Overrides {
     fn of(headers: &HeaderSnapshot, method: &str, path: &str) -> Overrides {
         let mut o = Overrides::default();
-        for (name, value) in headers.iter() {
+        let is_one_of = |names: &[&str], name: &[u8]| names.iter().any(|n| n.as_bytes() == name);
+        for (name, value) in headers.iter_bytes() {
             // Only the few override headers are copied.
             let text = || String::from_utf8_lossy(value).trim().to_string();
-            if PATH_OVERRIDES.contains(&name) {
+            if is_one_of(&PATH_OVERRIDES, name) {
                 o.paths.push(text());
-            } else if METHOD_OVERRIDES.contains(&name) {
+            } else if is_one_of(&METHOD_OVERRIDES, name) {
                 o.methods.push(text());
-            } else if HOST_OVERRIDES.contains(&name) {
+            } else if is_one_of(&HOST_OVERRIDES, name) {
                 // A list (one entry per proxy): each may be the one an upstream reads.
                 let list = text();
                 o.hosts
