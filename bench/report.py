@@ -152,10 +152,6 @@ def fmt_ms(v) -> str:
     return "n/a" if v is None else (f"{v:.2f}" if v < 100 else f"{v:.0f}")
 
 
-def fmt_ratio(a, b) -> str:
-    return "" if not a or not b else f"{a / b:.2f}x"
-
-
 def tool_version(cmd: list[str]) -> str:
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
@@ -180,6 +176,7 @@ def cmd_table(args) -> int:
             listener, alg, tset, wrk_file, primed, rnd, cpu = line.rstrip("\n").split("\t")
             r = parse_wrk(wrk_file)
             r.update({"listener": listener, "alg": alg, "set": tset, "primed": primed == "1",
+                      "round": rnd,
                       "cpu": float(cpu) if cpu else None, "hits_per_req": None,
                       "misses_per_req": None, "checks": None})
             where = f"{listener} {alg} {tset} (round {rnd})"
@@ -252,6 +249,16 @@ def cmd_table(args) -> int:
                 return x["rps"]
         return None
 
+    def ratio(ours, theirs, alg, tset) -> str:
+        """The median over rounds of each round's ratio: the two runs of a round are
+        seconds apart, so noise that moves the machine for a while moves both."""
+        def by_round(listener):
+            return {r["round"]: r["rps"] for r in per_run
+                    if (r["listener"], r["alg"], r["set"]) == (listener, alg, tset) and r["rps"]}
+        a, b = by_round(ours), by_round(theirs)
+        m = median(a[k] / b[k] for k in a if k in b)
+        return "" if m is None else f"{m:.2f}x"
+
     lines = []
     lines.append("| scenario | rps | p50 ms | p99 ms | Envoy CPU | vs native (no cache) | "
                  "vs native (cache) | notes |")
@@ -273,8 +280,8 @@ def cmd_table(args) -> int:
             cpu = "" if x["cpu"] is None else f"{x['cpu']:.0f}%"
             lines.append(
                 f"| {NAMES.get(x['listener'], x['listener'])} | {rps} | {fmt_ms(x['p50'])} | "
-                f"{fmt_ms(x['p99'])} | {cpu} | {fmt_ratio(x['rps'], nat)} | "
-                f"{fmt_ratio(x['rps'], natc)} | {'; '.join(x['notes'])} |")
+                f"{fmt_ms(x['p99'])} | {cpu} | {ratio(x['listener'], 'native', alg, tset) if nat else ''} | "
+                f"{ratio(x['listener'], 'native-cache', alg, tset) if natc else ''} | {'; '.join(x['notes'])} |")
     table = "\n".join(lines)
 
     # Like for like: each jwt-guard variant against the native setup doing the same work.
@@ -287,7 +294,7 @@ def cmd_table(args) -> int:
     summary = ["| rps ratio | " + " | ".join(f"{a.upper()} {SETS[s_]}" for a, s_ in present) + " |",
                "|---|" + "---:|" * len(present)]
     for label, ours, theirs in pairs:
-        cells = [fmt_ratio(rps_of(ours, a, s_), rps_of(theirs, a, s_)) or "-" for a, s_ in present]
+        cells = [ratio(ours, theirs, a, s_) or "-" for a, s_ in present]
         if any(c != "-" for c in cells):
             summary.append(f"| {label} | " + " | ".join(cells) + " |")
     summary_md = "\n".join(summary) if len(summary) > 2 else ""
@@ -352,6 +359,7 @@ def cmd_table(args) -> int:
         f"One Envoy (`--concurrency 1`), one listener per scenario, direct_response 200 behind the "
         f"filters. `wrk -t1 -c{args.connections} -d{args.seconds}s --latency`"
         + (f", {args.rounds} rounds (each row: the median)" if args.rounds != "1" else "")
+        + " (each ratio: the median of the rounds' ratios, every listener running one scenario back to back in a round)"
         + ", requests cycling "
         f"through a token file (bench/tokens.lua). Distinct tokens: {args.tokens} per algorithm; "
         f"caches (jwt_authn `jwt_cache_size`, jwt-guard `cache.max_entries`): {args.cache}. "

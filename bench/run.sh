@@ -240,25 +240,33 @@ for l in "${LIST[@]}"; do
   done
 done
 
+# Warm-up (not measured), then the caches filled with the whole distinct set (each token
+# checked to get 200), so the "many" runs measure cache hits, not a mix that depends on how
+# fast a first pass went.
+for l in "${LIST[@]}"; do
+  for alg in "${ALG_LIST[@]}"; do
+    "${WRK_CPU[@]}" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$BENCH/tokens.lua" \
+      "http://127.0.0.1:${PORT[$l]}/" -- "$OUT/tokens/$alg-one.txt" \
+      >"$OUT/wrk/$l.$alg.warmup.txt" 2>&1 || die "wrk warm-up failed on $l"
+    if [[ $l == native-cache || $l == jwt-guard ]]; then
+      log "$l $alg many: priming the cache"
+      "$PYTHON" "$BENCH/prime.py" "${PORT[$l]}" "$OUT/tokens/$alg-many.txt" >&2 \
+        || die "$l: not every distinct $alg token was accepted"
+    fi
+  done
+done
+
+# Each round runs every listener on one scenario back to back, so the runs a ratio compares
+# are seconds apart and share the machine's state (report.py takes the median of each
+# round's ratio).
 for round in $(seq 1 "$ROUNDS"); do
-  for l in "${LIST[@]}"; do
-    for alg in "${ALG_LIST[@]}"; do
-      if (( round == 1 )); then
-        "${WRK_CPU[@]}" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$BENCH/tokens.lua" \
-          "http://127.0.0.1:${PORT[$l]}/" -- "$OUT/tokens/$alg-one.txt" \
-          >"$OUT/wrk/$l.$alg.warmup.txt" 2>&1 || die "wrk warm-up failed on $l"
-      fi
-      run_wrk "$l" "$alg" one 0 "$round"
-      primed=0
-      if [[ $l == native-cache || $l == jwt-guard ]]; then
-        # Fill the cache with the whole distinct set (and check each token gets 200), so
-        # the run measures cache hits, not a mix that depends on how fast the first pass went.
-        log "$l $alg many: priming the cache"
-        "$PYTHON" "$BENCH/prime.py" "${PORT[$l]}" "$OUT/tokens/$alg-many.txt" >&2 \
-          || die "$l: not every distinct $alg token was accepted"
-        primed=1
-      fi
-      run_wrk "$l" "$alg" many "$primed" "$round"
+  for alg in "${ALG_LIST[@]}"; do
+    for set in one many; do
+      for l in "${LIST[@]}"; do
+        primed=0
+        [[ $set == many && ( $l == native-cache || $l == jwt-guard ) ]] && primed=1
+        run_wrk "$l" "$alg" "$set" "$primed" "$round"
+      done
     done
   done
 done
