@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+#[cfg(any(test, feature = "cli"))]
+pub mod memory;
+
 /// A host call that did not succeed, by the proxy-wasm status it returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

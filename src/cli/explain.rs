@@ -1,5 +1,5 @@
 //! `jwt-guard explain`: what the filter would do with one request, decided by the filter
-//! itself. The real [`Worker`] runs on an [`OfflineHost`]: the same header reading and
+//! itself. The real [`Worker`] runs on an in-memory host ([`MemoryHost`]): the same header reading and
 //! stripping, routing, token extraction, JWKS fetch and parse, verification, policy,
 //! identity headers and reply as in Envoy. Remote providers' fetches are answered from
 //! `--jwks` files (a discovery provider gets a discovery document whose `jwks_uri` leads to
@@ -20,14 +20,17 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::logs;
-use super::offline::{Callout, HeldRequest, OfflineHost, ROOT_CONTEXT};
 use super::trace::{self, Trace};
 use crate::client_address::client_address;
 use crate::config::{Config, ConfigError, KeySource};
 use crate::extract::{find_token, ExtractError, TokenSource};
 use crate::headers::HeaderSnapshot;
+use crate::host::memory::{Callout, HeldRequest, MemoryHost, Proxy};
 use crate::policy::{source_allowed, Action, Requirement, Subject};
 use crate::worker::{Next, Unsupported, Worker};
+
+/// The worker's root context (requests use higher ids).
+const ROOT_CONTEXT: u32 = 1;
 
 /// The request to explain.
 #[derive(Debug, Clone, Default)]
@@ -246,7 +249,8 @@ pub fn explain(
     // config (it owns it).
     let worker_cfg = Config::from_json(config_bytes).map_err(ExplainError::Config)?;
     let now_ms = req.now_s.saturating_mul(1000);
-    let host = Rc::new(OfflineHost::new(now_ms, peer.clone()));
+    let host = Rc::new(MemoryHost::new(Proxy::new(now_ms)));
+    *host.peer.borrow_mut() = peer.clone();
     logs::capture(log::max_level().max(log::LevelFilter::Info));
     logs::take();
     let mut worker =
@@ -259,7 +263,7 @@ pub fn explain(
     let settled = |r: &HeldRequest| r.reply.is_some() || r.resumed;
     if next == Next::Pause {
         while !settled(&host.request(REQUEST_CONTEXT)) && waited_ms < MAX_WAIT_MS {
-            host.advance(TICK_MS);
+            host.proxy.advance(TICK_MS);
             waited_ms += TICK_MS;
             worker.on_tick();
             answer_callouts(&host, &mut worker, &cfg, jwks);
@@ -422,7 +426,7 @@ fn token_in_request(cfg: &Config, headers: &HeaderSnapshot) -> Option<String> {
 }
 
 /// Answers every callout the worker started, until it starts no more.
-fn answer_callouts(host: &OfflineHost, worker: &mut Worker, cfg: &Config, jwks: &JwksAnswers) {
+fn answer_callouts(host: &MemoryHost, worker: &mut Worker, cfg: &Config, jwks: &JwksAnswers) {
     for _ in 0..MAX_FETCH_ROUNDS {
         let callouts = host.take_callouts();
         if callouts.is_empty() {

@@ -12,9 +12,7 @@ mod request;
 mod shared;
 
 #[cfg(test)]
-mod fake;
-#[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_integration;
 #[cfg(test)]

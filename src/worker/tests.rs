@@ -5,9 +5,9 @@ use std::rc::Rc;
 
 use serde_json::json;
 
-use super::fake::{FakeHost, Proxy, Reply};
 use super::{Next, Worker};
 use crate::config::Config;
+use crate::host::memory::{MemoryHost, Proxy, Reply};
 use crate::testkit::{claims, jwks_json, mint, AUD, ISS, NOW};
 use crate::verify::Alg;
 
@@ -32,16 +32,16 @@ fn remote_config() -> Config {
 
 /// One simulated worker: its host and its filter state.
 struct Node {
-    host: Rc<FakeHost>,
+    host: Rc<MemoryHost>,
     worker: Worker,
 }
 
 impl Node {
     fn new(proxy: &Rc<Proxy>, config: Config) -> Node {
-        Node::with_host(FakeHost::new(proxy.clone()), config)
+        Node::with_host(MemoryHost::new(proxy.clone()), config)
     }
 
-    fn with_host(host: FakeHost, config: Config) -> Node {
+    fn with_host(host: MemoryHost, config: Config) -> Node {
         let host = Rc::new(host);
         let worker = Worker::new(host.clone(), config, ROOT).unwrap();
         Node { host, worker }
@@ -206,6 +206,7 @@ fn each_fetch_failure_is_counted_under_its_reason() {
     let proxy = proxy();
     let missing = json!({"uri": "http://idp.test/jwks", "cluster": "missing"});
     let mut a = Node::new(&proxy, config_with("remote_jwks", missing));
+    *a.host.refuse_cluster.borrow_mut() = Some("missing".into());
     a.worker.on_tick();
     assert_eq!(reason(&a, "dispatch"), 1);
     // Envoy's own replies when the IdP is not reached (no host, connection refused,
@@ -353,7 +354,7 @@ fn a_request_that_hangs_up_while_waiting_is_forgotten() {
 #[test]
 fn a_host_without_set_effective_context_refuses_remote_keys_and_serves_local_ones() {
     let proxy = proxy();
-    let mut host = FakeHost::new(proxy.clone());
+    let mut host = MemoryHost::new(proxy.clone());
     host.resumes = false;
     let refused = Worker::new(Rc::new(host), remote_config(), ROOT).err();
     assert_eq!(
@@ -364,7 +365,7 @@ fn a_host_without_set_effective_context_refuses_remote_keys_and_serves_local_one
     let local = json!({"providers": [{"name": "corp", "issuer": ISS, "audiences": [AUD],
                         "local_jwks": {"inline": jwks_json()}}],
                        "rules": [{"match": {"path_prefix": "/"}, "require": {}}]});
-    let mut host = FakeHost::new(proxy);
+    let mut host = MemoryHost::new(proxy);
     host.resumes = false;
     let mut a = Node::with_host(
         host,
@@ -437,7 +438,7 @@ fn a_header_the_host_cannot_set_or_remove_fails_closed() {
 }
 
 /// Counts this thread's allocations while asked to: the other tests run on other threads.
-pub(super) mod allocations {
+pub(crate) mod allocations {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 

@@ -5,10 +5,10 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::fake::{FakeHost, Proxy};
 use super::{Next, Worker};
 use crate::config::Config;
 use crate::filter_state::{CLIENT_ID, CODE, DECISION, ISS, RULE, SCOPE, SUB};
+use crate::host::memory::{MemoryHost, Proxy};
 use crate::testkit::{claims, jwks_json, mint, AUD, ISS as ISSUER, NOW};
 use crate::verify::Alg;
 
@@ -35,11 +35,11 @@ fn config(extra: Value) -> Config {
     Config::from_json(v.to_string().as_bytes()).unwrap()
 }
 
-fn host() -> FakeHost {
-    FakeHost::new(Proxy::new(u64::try_from(NOW).unwrap() * 1000))
+fn host() -> MemoryHost {
+    MemoryHost::new(Proxy::new(u64::try_from(NOW).unwrap() * 1000))
 }
 
-fn worker(host: &Rc<FakeHost>, config: Config) -> Worker {
+fn worker(host: &Rc<MemoryHost>, config: Config) -> Worker {
     Worker::new(host.clone(), config, ROOT).unwrap()
 }
 
@@ -52,7 +52,7 @@ fn token_with(extra: Value) -> String {
 }
 
 /// Sends a request in context `id`.
-fn send(host: &FakeHost, w: &mut Worker, id: u32, headers: &[(&str, &str)]) -> Next {
+fn send(host: &MemoryHost, w: &mut Worker, id: u32, headers: &[(&str, &str)]) -> Next {
     let mut all = vec![(":authority", "api"), (":method", "GET")];
     all.retain(|(k, _)| !headers.iter().any(|(h, _)| h == k));
     all.extend_from_slice(headers);

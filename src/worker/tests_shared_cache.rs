@@ -5,10 +5,10 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::fake::{FakeHost, Proxy};
 use super::{Next, Worker};
 use crate::alg::Alg;
 use crate::config::Config;
+use crate::host::memory::{MemoryHost, Proxy};
 use crate::jwks::KeySet;
 use crate::shared_cache::{encode, slot_key, Vouch};
 use crate::testkit::{
@@ -35,8 +35,8 @@ fn config() -> Config {
 }
 
 /// A worker of `proxy`, with its own host (its own VM).
-fn worker(proxy: &Rc<Proxy>, config: Config) -> (Rc<FakeHost>, Worker) {
-    let host = Rc::new(FakeHost::new(proxy.clone()));
+fn worker(proxy: &Rc<Proxy>, config: Config) -> (Rc<MemoryHost>, Worker) {
+    let host = Rc::new(MemoryHost::new(proxy.clone()));
     let w = Worker::new(host.clone(), config, ROOT).unwrap();
     (host, w)
 }
@@ -46,7 +46,7 @@ fn proxy() -> Rc<Proxy> {
 }
 
 /// Sends `token` in context `id`; the reply's code, or "allowed".
-fn send(host: &FakeHost, w: &mut Worker, id: u32, token: &str) -> String {
+fn send(host: &MemoryHost, w: &mut Worker, id: u32, token: &str) -> String {
     let auth = format!("Bearer {token}");
     host.begin(
         id,
@@ -64,7 +64,7 @@ fn send(host: &FakeHost, w: &mut Worker, id: u32, token: &str) -> String {
 }
 
 /// The worker's (hits, misses, shared hits) so far (they are added on the tick).
-fn lookups(host: &FakeHost, w: &mut Worker) -> (i64, i64, i64) {
+fn lookups(host: &MemoryHost, w: &mut Worker) -> (u64, u64, u64) {
     w.on_tick();
     let c = |s: &str| host.counter(&format!("jwt_guard.jwt_guard.{s}"));
     (c("cache_hit"), c("cache_miss"), c("cache_shared_hit"))
@@ -75,7 +75,7 @@ fn es256_token() -> String {
 }
 
 /// The shared slots written so far.
-fn slots(host: &FakeHost) -> usize {
+fn slots(host: &MemoryHost) -> usize {
     (0..1024)
         .filter(|i| {
             crate::host::Host::shared_data(host, &format!("jwt-guard/v1/verified/{i}"))

@@ -1,6 +1,10 @@
-//! A fake proxy for native tests: one [`Proxy`] (a stopped clock and shared data with
-//! real CAS semantics) shared by several [`FakeHost`]s, one per simulated worker, each
-//! with its requests, callouts, replies, filter state and metrics recorded.
+//! A proxy-wasm host in memory: the fake proxy of the native tests, and the offline host on
+//! which `jwt-guard explain` runs the real [`crate::worker::Worker`]. One [`Proxy`] (a
+//! clock that moves only when told, and shared data with CAS as in Envoy) is shared by
+//! [`MemoryHost`]s, one per simulated worker, each recording what its worker did: the
+//! callouts it started, each request's headers as it left them, the reply, filter state,
+//! metrics. Tests switch on the failures a broken host would have (`refuse_*`, no
+//! `set_effective_context`, no filter state).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -34,7 +38,7 @@ impl Proxy {
     }
 
     pub fn advance(&self, ms: u64) {
-        self.now_ms.set(self.now_ms.get() + ms);
+        self.now_ms.set(self.now_ms.get().saturating_add(ms));
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -52,9 +56,9 @@ impl Proxy {
     }
 }
 
-/// A request as the fake host holds it.
-#[derive(Debug, Default, Clone)]
-pub struct FakeRequest {
+/// A request as the host holds it: its headers as the worker left them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeldRequest {
     pub headers: Vec<(String, String)>,
     /// Properties set on the request, as Envoy's filter state keeps them (last write wins).
     pub filter_state: Vec<(String, String)>,
@@ -62,7 +66,8 @@ pub struct FakeRequest {
     pub resumed: bool,
 }
 
-#[derive(Debug, Clone)]
+/// A local reply the worker sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u32,
     pub headers: Vec<(String, String)>,
@@ -74,13 +79,13 @@ impl Reply {
     pub fn code(&self) -> String {
         serde_json::from_str::<serde_json::Value>(&self.body)
             .ok()
-            .and_then(|v| v["code"].as_str().map(str::to_string))
+            .and_then(|v| v.get("code")?.as_str().map(str::to_string))
             .unwrap_or_default()
     }
 }
 
-/// A callout the filter started.
-#[derive(Debug, Clone)]
+/// A callout the worker started.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callout {
     pub token: u32,
     pub cluster: String,
@@ -95,44 +100,48 @@ struct Answer {
 }
 
 /// One worker's view of the proxy.
-pub struct FakeHost {
+pub struct MemoryHost {
     pub proxy: Rc<Proxy>,
     /// `proxy_set_effective_context` exists on this host.
     pub resumes: bool,
-    /// The TCP peer `source.address` reports.
-    pub peer: RefCell<String>,
+    /// What `source.address` reports (`ip:port`), if anything.
+    pub peer: RefCell<Option<String>>,
     /// Setting or removing this request header fails, as a broken host's would.
     pub refuse_header: RefCell<Option<String>>,
+    /// Callouts through this cluster are refused, as Envoy refuses an unknown cluster.
+    pub refuse_cluster: RefCell<Option<String>>,
     /// The `plugin_name` property (the filter instance's name), if the host has one.
     pub plugin_name: RefCell<Option<String>>,
     /// `proxy_set_property` exists on this host (else it answers Unimplemented).
     pub keeps_filter_state: bool,
     /// Calls to `set_property`, successful or not.
     pub set_property_calls: Cell<u32>,
-    effective: Cell<u32>,
-    requests: RefCell<HashMap<u32, FakeRequest>>,
+    /// The callouts started (see [`MemoryHost::take_callouts`]).
     pub callouts: RefCell<Vec<Callout>>,
+    effective: Cell<u32>,
+    requests: RefCell<HashMap<u32, HeldRequest>>,
     next_token: Cell<u32>,
     /// The callout answer being delivered.
     answer: RefCell<Option<Answer>>,
-    metrics: RefCell<Vec<(String, i64)>>,
+    metrics: RefCell<Vec<(String, u64)>>,
     /// Histogram samples, by metric id.
     samples: RefCell<Vec<(u32, u64)>>,
 }
 
-impl FakeHost {
-    pub fn new(proxy: Rc<Proxy>) -> FakeHost {
-        FakeHost {
+impl MemoryHost {
+    pub fn new(proxy: Rc<Proxy>) -> MemoryHost {
+        MemoryHost {
             proxy,
             resumes: true,
-            peer: RefCell::new("127.0.0.1:40000".into()),
+            peer: RefCell::new(Some("127.0.0.1:40000".into())),
             refuse_header: RefCell::new(None),
+            refuse_cluster: RefCell::new(None),
             plugin_name: RefCell::new(None),
             keeps_filter_state: true,
             set_property_calls: Cell::new(0),
+            callouts: RefCell::new(Vec::new()),
             effective: Cell::new(0),
             requests: RefCell::new(HashMap::new()),
-            callouts: RefCell::new(Vec::new()),
             next_token: Cell::new(1),
             answer: RefCell::new(None),
             metrics: RefCell::new(Vec::new()),
@@ -141,22 +150,22 @@ impl FakeHost {
     }
 
     /// A new request in context `id`, effective from now on.
-    pub fn begin(&self, id: u32, headers: &[(&str, &str)]) {
+    pub fn begin(&self, id: u32, headers: &[(impl AsRef<str>, impl AsRef<str>)]) {
         let headers = headers
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
             .collect();
         self.requests.borrow_mut().insert(
             id,
-            FakeRequest {
+            HeldRequest {
                 headers,
-                ..FakeRequest::default()
+                ..HeldRequest::default()
             },
         );
         self.effective.set(id);
     }
 
-    pub fn request(&self, id: u32) -> FakeRequest {
+    pub fn request(&self, id: u32) -> HeldRequest {
         self.requests.borrow().get(&id).cloned().unwrap_or_default()
     }
 
@@ -165,14 +174,19 @@ impl FakeHost {
         self.requests.borrow_mut().remove(&id);
     }
 
-    /// Delivers an answer to `f` as the callout response being handled.
+    /// The callouts started since the last call.
+    pub fn take_callouts(&self) -> Vec<Callout> {
+        std::mem::take(&mut *self.callouts.borrow_mut())
+    }
+
+    /// Runs `f` (the worker's `on_http_call_response`) with this answer as the callout
+    /// response it reads.
     pub fn answering<T>(&self, headers: &[(&str, &str)], body: &[u8], f: impl FnOnce() -> T) -> T {
-        let headers = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         *self.answer.borrow_mut() = Some(Answer {
-            headers,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: body.to_vec(),
         });
         let out = f();
@@ -180,7 +194,13 @@ impl FakeHost {
         out
     }
 
-    pub fn counter(&self, name: &str) -> i64 {
+    /// Every metric defined, in the order it was, with its value.
+    pub fn metrics(&self) -> Vec<(String, u64)> {
+        self.metrics.borrow().clone()
+    }
+
+    /// A counter's value (0 if it was never defined).
+    pub fn counter(&self, name: &str) -> u64 {
         self.metrics
             .borrow()
             .iter()
@@ -199,7 +219,7 @@ impl FakeHost {
         self.samples
             .borrow()
             .iter()
-            .filter(|(id, _)| metrics.get(*id as usize).is_some_and(|(n, _)| n == name))
+            .filter(|(id, _)| metric(&metrics, *id).is_some_and(|(n, _)| n == name))
             .map(|(_, v)| *v)
             .collect()
     }
@@ -213,21 +233,38 @@ impl FakeHost {
             .map(|(_, v)| v.clone())
     }
 
-    fn with_effective<T>(&self, f: impl FnOnce(&mut FakeRequest) -> T) -> Result<T, HostError> {
-        let id = self.effective.get();
+    fn with_effective<T>(&self, f: impl FnOnce(&mut HeldRequest) -> T) -> Result<T, HostError> {
         self.requests
             .borrow_mut()
-            .get_mut(&id)
+            .get_mut(&self.effective.get())
             .map(f)
             .ok_or(HostError::NotFound)
     }
 }
 
-impl Host for FakeHost {
+fn metric(metrics: &[(String, u64)], id: u32) -> Option<&(String, u64)> {
+    metrics.get(usize::try_from(id).ok()?)
+}
+
+/// Runs `f` outside the allocation count of the worker's tests: what this host stores is
+/// not the filter's allocation.
+fn not_counted<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(test)]
+    return crate::worker::tests::allocations::not_counted(f);
+    #[cfg(not(test))]
+    f()
+}
+
+impl Host for MemoryHost {
     fn now_nanos(&self) -> u64 {
         let p = &self.proxy;
-        let now = p.now_ms.get() * 1_000_000 + p.extra_ns.get();
-        p.extra_ns.set(p.extra_ns.get() + p.step_per_read_ns.get());
+        let now = p
+            .now_ms
+            .get()
+            .saturating_mul(1_000_000)
+            .saturating_add(p.extra_ns.get());
+        p.extra_ns
+            .set(p.extra_ns.get().saturating_add(p.step_per_read_ns.get()));
         now
     }
 
@@ -252,18 +289,20 @@ impl Host for FakeHost {
             }
         }
         let next = self.proxy.next_cas.get();
-        self.proxy.next_cas.set(next + 1);
+        self.proxy.next_cas.set(next.wrapping_add(1));
         shared.insert(key.to_string(), (value.to_vec(), next));
         Ok(())
     }
 
+    /// Every cluster exists but the refused one: which ones Envoy has is for
+    /// `jwt-guard check` to list.
     fn http_call(
         &self,
         cluster: &str,
         headers: &[(&str, &str)],
         _timeout: Duration,
     ) -> Result<u32, HostError> {
-        if cluster == "missing" {
+        if self.refuse_cluster.borrow().as_deref() == Some(cluster) {
             return Err(HostError::BadArgument);
         }
         let get = |n: &str| {
@@ -274,7 +313,7 @@ impl Host for FakeHost {
                 .unwrap_or_default()
         };
         let token = self.next_token.get();
-        self.next_token.set(token + 1);
+        self.next_token.set(token.wrapping_add(1));
         self.callouts.borrow_mut().push(Callout {
             token,
             cluster: cluster.to_string(),
@@ -315,10 +354,15 @@ impl Host for FakeHost {
             return Err(HostError::Other(10));
         }
         self.with_effective(|r| {
+            let at = r.headers.iter().position(|(k, _)| k == name);
             r.headers.retain(|(k, _)| k != name);
             if let Some(v) = value {
-                r.headers
-                    .push((name.to_string(), String::from_utf8_lossy(v).into_owned()));
+                // A replaced header keeps its place, as in Envoy's header map.
+                let entry = (name.to_string(), String::from_utf8_lossy(v).into_owned());
+                match at {
+                    Some(i) if i <= r.headers.len() => r.headers.insert(i, entry),
+                    _ => r.headers.push(entry),
+                }
             }
         })
     }
@@ -345,12 +389,13 @@ impl Host for FakeHost {
         self.with_effective(|r| r.resumed = true)
     }
 
+    /// The root (context 1, and 0) is always there; a request only while it is held.
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
         if !self.resumes {
             return Err(HostError::Unimplemented);
         }
-        let known = context_id == 0 || self.requests.borrow().contains_key(&context_id);
-        if !known && context_id > 1 {
+        let known = context_id <= 1 || self.requests.borrow().contains_key(&context_id);
+        if !known {
             return Err(HostError::NotFound);
         }
         self.effective.set(context_id);
@@ -358,24 +403,22 @@ impl Host for FakeHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let bytes =
+            |v: &RefCell<Option<String>>| v.borrow().as_ref().map(|s| s.as_bytes().to_vec());
         match path {
-            ["source", "address"] => Some(self.peer.borrow().as_bytes().to_vec()),
-            ["plugin_name"] => self
-                .plugin_name
-                .borrow()
-                .as_ref()
-                .map(|n| n.as_bytes().to_vec()),
+            ["source", "address"] => bytes(&self.peer),
+            ["plugin_name"] => bytes(&self.plugin_name),
             _ => None,
         }
     }
 
     fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
         self.set_property_calls
-            .set(self.set_property_calls.get() + 1);
+            .set(self.set_property_calls.get().saturating_add(1));
         if !self.keeps_filter_state {
             return Err(HostError::Unimplemented);
         }
-        super::tests::allocations::not_counted(|| {
+        not_counted(|| {
             let value = String::from_utf8_lossy(value).into_owned();
             self.with_effective(|r| {
                 r.filter_state.retain(|(k, _)| k != name);
@@ -384,6 +427,8 @@ impl Host for FakeHost {
         })
     }
 
+    /// No `verify_signature` here: the pure-Rust crypto runs, with the same verdicts as
+    /// Envoy's BoringSSL (the Wycheproof vectors hold both paths to them).
     fn foreign_function(&self, _name: &str, _args: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
         Err(HostError::NotFound)
     }
@@ -395,15 +440,17 @@ impl Host for FakeHost {
     }
 
     fn increment_metric(&self, id: u32, by: u64) {
-        if let Some((_, v)) = self.metrics.borrow_mut().get_mut(id as usize) {
-            *v += i64::try_from(by).unwrap_or(i64::MAX);
+        let mut metrics = self.metrics.borrow_mut();
+        if let Some((_, v)) = usize::try_from(id).ok().and_then(|i| metrics.get_mut(i)) {
+            *v = v.saturating_add(by);
         }
     }
 
     fn record_metric(&self, id: u32, value: u64) {
-        super::tests::allocations::not_counted(|| self.samples.borrow_mut().push((id, value)));
-        if let Some((_, v)) = self.metrics.borrow_mut().get_mut(id as usize) {
-            *v = i64::try_from(value).unwrap_or(i64::MAX);
+        not_counted(|| self.samples.borrow_mut().push((id, value)));
+        let mut metrics = self.metrics.borrow_mut();
+        if let Some((_, v)) = usize::try_from(id).ok().and_then(|i| metrics.get_mut(i)) {
+            *v = value;
         }
     }
 }
