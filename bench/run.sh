@@ -30,7 +30,7 @@
 #                            on BENCH_FRESH_TOKENS tokens never seen before (a fresh Envoy each
 #                            round): native verifies a token once per worker that sees it,
 #                            jwt-guard once (its shared cache); 0 or 1 to skip
-#   BENCH_FRESH_TOKENS=20000 distinct tokens per algorithm for that run
+#   BENCH_FRESH_TOKENS=5000  distinct tokens per algorithm for that run (a few passes in a run)
 #   BENCH_PIN=1              on 2+ CPUs: Envoy on CPU 0, wrk on CPU 1 (taskset); 0 to let them float
 #   BENCH_OUT=bench/out
 set -euo pipefail
@@ -46,7 +46,7 @@ CACHE=${BENCH_CACHE:-10000}
 CONNS=${BENCH_CONNECTIONS:-16}
 LISTENERS=${BENCH_LISTENERS:-none,wasm-floor,native,native-cache,jwt-guard,jwt-guard-nocache}
 WORKERS=${BENCH_WORKERS:-2}
-FRESH=${BENCH_FRESH_TOKENS:-20000}
+FRESH=${BENCH_FRESH_TOKENS:-5000}
 ALGS=${BENCH_ALGS:-es256,rs256}
 WASM=${JWT_GUARD_WASM:-$ROOT/target/wasm32-wasip1/release/jwt_guard.wasm}
 FLOOR_WASM=${FLOOR_WASM:-$ROOT/target/wasm32-wasip1/release/examples/floor_filter.wasm}
