@@ -486,7 +486,7 @@ fn verify_fresh(
     if crypto.vouched() {
         rt.cache.note_shared_hit();
     } else if let (true, Some(by)) = (shareable, crypto.verified_by()) {
-        rt.shared.record(token, &by);
+        rt.shared.record(token, &by, rt.now);
     }
     rt.cache.insert(token, index, &key_set, verified.clone());
     Ok((index, verified))

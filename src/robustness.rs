@@ -54,7 +54,8 @@ fn garbage_into_every_parser() {
             .map(String::from_utf8_lossy)
             .unwrap_or_default();
         let _ = crate::shared_cache::decode_for(&raw, &tail);
-        let _ = crate::shared_cache::slot_key(&text, (rng.next() % 3) as u32);
+        let _ = crate::shared_cache::slot_keys(&text, (rng.next() % 3) as u32);
+        let _ = crate::shared_cache::written_at(Some(&raw));
         let _ = crate::envoy_crypto::es256_der(&raw);
         let _ = crate::client_address::client_address(
             crate::client_address::ClientAddressFrom::Peer,

@@ -37,8 +37,8 @@ pub trait SharedTokens {
     /// What another worker recorded for exactly `token`, if its slot still holds it.
     fn vouch(&mut self, token: &str) -> Option<Vouch>;
 
-    /// Records that `token` was verified as `vouch` says.
-    fn record(&mut self, token: &str, vouch: &Vouch);
+    /// Records that `token` was verified as `vouch` says, at `now` (Unix seconds).
+    fn record(&mut self, token: &str, vouch: &Vouch, now: i64);
 }
 
 /// No shared cache (one worker, the CLI, or `shared_entries: 0`).
@@ -49,7 +49,7 @@ impl SharedTokens for NoSharedTokens {
         None
     }
 
-    fn record(&mut self, _token: &str, _vouch: &Vouch) {}
+    fn record(&mut self, _token: &str, _vouch: &Vouch, _now: i64) {}
 }
 
 /// Whether a token may go into the shared cache at all.
@@ -57,52 +57,103 @@ pub fn shareable(token: &str) -> bool {
     token.len() <= MAX_CACHED_TOKEN_BYTES
 }
 
-/// The shared-data key of the slot for `token`, among `slots`. Only the token's tail is
-/// hashed (its signature); SipHash with fixed keys, so every worker finds the same slot.
-/// Collisions cost a verification, never a wrong answer: an entry is used only for the
-/// exact token it holds.
-pub fn slot_key(token: &str, slots: u32) -> String {
+/// The shared-data keys of the two slots `token` may be in, among `slots` (one if there
+/// is one slot). Only the token's tail is hashed (its signature); SipHash with fixed keys,
+/// so every worker finds the same slots. Two places, the older entry replaced: far fewer
+/// tokens lose their place to another than with one. A collision costs a verification,
+/// never a wrong answer: an entry is used only for the exact token it holds.
+pub fn slot_keys(token: &str, slots: u32) -> [String; 2] {
+    let h = tail_hash(token);
+    let n = u64::from(slots.max(1));
+    let first = h % n;
+    // Another slot than the first, whenever there are two.
+    let second = match n {
+        1 => first,
+        _ => (first + 1 + (h >> 32) % (n - 1)) % n,
+    };
+    [first, second].map(|i| format!("jwt-guard/v1/verified/{i}"))
+}
+
+/// SipHash (fixed keys) of the token's last 32 bytes: its signature.
+pub fn tail_hash(token: &str) -> u64 {
     let bytes = token.as_bytes();
     let tail = bytes.get(bytes.len().saturating_sub(32)..).unwrap_or(bytes);
     #[allow(deprecated)] // SipHasher: stable across workers, unlike RandomState.
     let mut h = std::hash::SipHasher::new();
     h.write(tail);
-    format!(
-        "jwt-guard/v1/verified/{}",
-        h.finish() % u64::from(slots.max(1))
-    )
+    h.finish()
 }
 
-const TAG: &[u8; 3] = b"jv1";
+const TAG: &[u8; 3] = b"jv2";
 
-/// An entry: tag, algorithm, the key's length and DER, then the token. (Time claims are
-/// checked on every request, cached or not, so the entry needs none.)
-pub fn encode(token: &str, vouch: &Vouch) -> Option<Vec<u8>> {
+/// An entry: tag, algorithm, when it was written (Unix seconds, to replace the older of
+/// two), the key's length and DER, then the token. (Time claims are checked on every request, cached
+/// or not, so the entry needs no expiry.)
+pub fn encode(token: &str, vouch: &Vouch, written_at: i64) -> Option<Vec<u8>> {
     let alg = u8::try_from(Alg::ALL.iter().position(|a| *a == vouch.alg)?).ok()?;
     let key_len = u16::try_from(vouch.key_der.len()).ok()?;
-    let mut out = Vec::with_capacity(6 + vouch.key_der.len() + token.len());
+    let mut out = Vec::with_capacity(14 + vouch.key_der.len() + token.len());
     out.extend_from_slice(TAG);
     out.push(alg);
+    out.extend_from_slice(&written_at.to_le_bytes());
     out.extend_from_slice(&key_len.to_le_bytes());
     out.extend_from_slice(&vouch.key_der);
     out.extend_from_slice(token.as_bytes());
     Some(out)
 }
 
-/// The entry in `bytes` if it is for exactly `token`. Anything malformed is no entry.
-pub fn decode_for(bytes: &[u8], token: &str) -> Option<Vouch> {
+/// An entry's parts, if it is well formed.
+struct Entry<'b> {
+    alg: u8,
+    written_at: i64,
+    key_der: &'b [u8],
+    token: &'b [u8],
+}
+
+fn parse(bytes: &[u8]) -> Option<Entry<'_>> {
     let rest = bytes.strip_prefix(TAG)?;
     let (&alg, rest) = rest.split_first()?;
+    let (at, rest) = rest.split_at_checked(8)?;
+    let written_at = i64::from_le_bytes(at.try_into().ok()?);
     let (len, rest) = rest.split_at_checked(2)?;
     let key_len = usize::from(u16::from_le_bytes(len.try_into().ok()?));
-    let (key_der, stored_token) = rest.split_at_checked(key_len)?;
-    if stored_token != token.as_bytes() {
+    let (key_der, token) = rest.split_at_checked(key_len)?;
+    Some(Entry {
+        alg,
+        written_at,
+        key_der,
+        token,
+    })
+}
+
+/// The entry in `bytes` if it is for exactly `token`. Anything malformed is no entry.
+pub fn decode_for(bytes: &[u8], token: &str) -> Option<Vouch> {
+    let e = parse(bytes)?;
+    if e.token != token.as_bytes() {
         return None;
     }
     Some(Vouch {
-        alg: *Alg::ALL.get(usize::from(alg))?,
-        key_der: key_der.to_vec(),
+        alg: *Alg::ALL.get(usize::from(e.alg))?,
+        key_der: e.key_der.to_vec(),
     })
+}
+
+/// When a slot's entry was written; `None` for an empty slot or one that holds no entry
+/// (either is taken before any other).
+pub fn written_at(bytes: Option<&[u8]>) -> Option<i64> {
+    parse(bytes?).map(|e| e.written_at)
+}
+
+/// Which of two slots takes a new entry: an empty one, else the one written longer ago;
+/// between two written in the same second, `tie` (a bit of the token's hash, so that such
+/// entries are replaced evenly).
+pub fn slot_to_replace(written: [Option<i64>; 2], tie: usize) -> usize {
+    match written {
+        [None, _] => 0,
+        [_, None] => 1,
+        [Some(a), Some(b)] if a == b => tie & 1,
+        [Some(a), Some(b)] => usize::from(b < a),
+    }
 }
 
 /// The signature backend for one verification that may be vouched for: a key and algorithm
@@ -173,8 +224,9 @@ mod tests {
 
     #[test]
     fn an_entry_answers_only_for_its_own_token() {
-        let bytes = encode("a.b.c", &vouch()).unwrap();
+        let bytes = encode("a.b.c", &vouch(), 7).unwrap();
         assert_eq!(decode_for(&bytes, "a.b.c"), Some(vouch()));
+        assert_eq!(written_at(Some(&bytes)), Some(7));
         assert_eq!(decode_for(&bytes, "a.b.d"), None);
         assert_eq!(decode_for(&bytes, "a.b.c."), None);
         assert_eq!(decode_for(&bytes, "a.b"), None);
@@ -183,36 +235,58 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_no_entry() {
-        let bytes = encode("a.b.c", &vouch()).unwrap();
+        let bytes = encode("a.b.c", &vouch(), 7).unwrap();
         for n in 0..bytes.len() {
             let cut = bytes.get(..n).unwrap();
             assert_eq!(decode_for(cut, "a.b.c"), None, "cut at {n}");
         }
+        assert_eq!(written_at(None), None);
+        assert_eq!(written_at(Some(b"jv1 an entry of an older build")), None);
         let mut bad_alg = bytes.clone();
         if let Some(b) = bad_alg.get_mut(3) {
             *b = 200;
         }
         assert_eq!(decode_for(&bad_alg, "a.b.c"), None);
-        assert_eq!(decode_for(b"jv0 whatever", "a.b.c"), None);
+        assert_eq!(decode_for(b"jv1 whatever", "a.b.c"), None);
         // A key length that runs past the end.
         let mut long_key = bytes.clone();
-        if let Some(b) = long_key.get_mut(5) {
+        if let Some(b) = long_key.get_mut(13) {
             *b = 0xff;
         }
         assert_eq!(decode_for(&long_key, "a.b.c"), None);
     }
 
     #[test]
-    fn every_worker_finds_a_token_in_the_same_slot() {
+    fn every_worker_finds_a_token_in_the_same_two_slots() {
         let token = "header.payload.c2lnbmF0dXJlLXRoYXQtaXMtbG9uZy1lbm91Z2gtdG8tZmlsbC10aGUtdGFpbA";
-        assert_eq!(slot_key(token, 1024), slot_key(token, 1024));
-        assert!(slot_key(token, 1024).starts_with("jwt-guard/v1/verified/"));
-        assert_eq!(slot_key(token, 1), "jwt-guard/v1/verified/0");
-        assert_eq!(slot_key(token, 0), "jwt-guard/v1/verified/0");
+        assert_eq!(slot_keys(token, 1024), slot_keys(token, 1024));
+        let [a, b] = slot_keys(token, 1024);
+        assert!(a.starts_with("jwt-guard/v1/verified/"), "{a}");
+        assert_ne!(a, b);
+        // With two slots, every token may use both; with one (or none), the one.
+        let mut two = slot_keys(token, 2);
+        two.sort();
+        assert_eq!(two, ["jwt-guard/v1/verified/0", "jwt-guard/v1/verified/1"]);
+        assert_eq!(
+            slot_keys(token, 1),
+            ["jwt-guard/v1/verified/0", "jwt-guard/v1/verified/0"]
+        );
+        assert_eq!(slot_keys(token, 0), slot_keys(token, 1));
         // Tokens spread over the slots.
         let slots: std::collections::HashSet<String> = (0..200)
-            .map(|i| slot_key(&format!("h.p.signature{i:04}"), 64))
+            .flat_map(|i| slot_keys(&format!("h.p.signature{i:04}"), 64))
             .collect();
-        assert!(slots.len() > 40, "{}", slots.len());
+        assert!(slots.len() > 50, "{}", slots.len());
+    }
+
+    #[test]
+    fn an_empty_slot_is_taken_first_then_the_older_entry() {
+        assert_eq!(slot_to_replace([None, None], 1), 0);
+        assert_eq!(slot_to_replace([Some(5), None], 0), 1);
+        assert_eq!(slot_to_replace([None, Some(5)], 1), 0);
+        assert_eq!(slot_to_replace([Some(5), Some(9)], 1), 0);
+        assert_eq!(slot_to_replace([Some(9), Some(5)], 0), 1);
+        assert_eq!(slot_to_replace([Some(5), Some(5)], 0), 0);
+        assert_eq!(slot_to_replace([Some(5), Some(5)], 3), 1);
     }
 }

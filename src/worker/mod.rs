@@ -125,10 +125,7 @@ impl Worker {
         let filter_state = config.filter_state;
         let shared: Box<dyn SharedTokens> = match config.shared_entries {
             0 => Box::new(NoSharedTokens),
-            slots => Box::new(SharedSlots {
-                host: host.clone(),
-                slots,
-            }),
+            slots => Box::new(SharedSlots::new(host.clone(), slots)),
         };
         let mut worker = Worker {
             cache: VerifiedCache::new(config.cache_entries),

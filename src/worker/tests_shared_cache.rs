@@ -10,7 +10,7 @@ use crate::alg::Alg;
 use crate::config::Config;
 use crate::host::memory::{MemoryHost, Proxy};
 use crate::jwks::KeySet;
-use crate::shared_cache::{encode, slot_key, Vouch};
+use crate::shared_cache::{encode, slot_keys, Vouch};
 use crate::testkit::{
     b64, claims, jwks_json, mint, mint_with_other_key, signing_keys, AUD, ISS, NOW,
 };
@@ -133,12 +133,16 @@ fn an_entry_stands_in_only_for_a_key_this_provider_holds() {
                 alg,
                 key_der: key_der.to_vec(),
             },
+            0,
         )
         .unwrap()
     };
-    let key = slot_key(&forged, 1024);
-    let write =
-        |bytes: &[u8]| crate::host::Host::set_shared_data(&*host, &key, bytes, None).unwrap();
+    // Into both of the token's slots.
+    let write = |bytes: &[u8]| {
+        for key in slot_keys(&forged, 1024) {
+            crate::host::Host::set_shared_data(&*host, &key, bytes, None).unwrap();
+        }
+    };
     // An entry naming the key that did sign it, which this provider does not hold.
     write(&entry(Alg::Es256, &other_der));
     assert_eq!(send(&host, &mut w, 2, &forged), "AUTH_105");
@@ -153,7 +157,7 @@ fn an_entry_stands_in_only_for_a_key_this_provider_holds() {
     write(&entry(Alg::Rs256, &ours));
     assert_eq!(send(&host, &mut w, 3, &forged), "AUTH_105");
     // Garbage in the slot.
-    write(b"jv1\x00\x00garbage");
+    write(b"jv2\x00\x00garbage");
     assert_eq!(send(&host, &mut w, 4, &forged), "AUTH_105");
     assert_eq!(lookups(&host, &mut w).2, 0);
 }
@@ -213,4 +217,36 @@ fn a_slot_holds_the_last_token_verified_into_it() {
     assert_eq!(lookups(&host_b, &mut b).2, 1);
     assert_eq!(send(&host_b, &mut b, 3, &first), "allowed");
     assert_eq!(lookups(&host_b, &mut b).2, 1);
+}
+
+#[test]
+fn a_token_takes_an_empty_slot_of_its_two_then_the_one_written_longer_ago() {
+    // Two slots: every token may use both.
+    let proxy = proxy();
+    let cache = json!({"shared_entries": 2});
+    let config = || config_with(&jwks_json(), cache.clone());
+    let token = |sub: &str| {
+        let mut c = claims(NOW);
+        c["sub"] = json!(sub);
+        mint(Alg::Es256, Some("ec1"), &c)
+    };
+    let (t1, t2, t3) = (token("one"), token("two"), token("three"));
+    let (host_a, mut a) = worker(&proxy, config());
+    assert_eq!(send(&host_a, &mut a, 2, &t1), "allowed");
+    proxy.advance(1_000);
+    assert_eq!(send(&host_a, &mut a, 3, &t2), "allowed");
+    assert_eq!(slots(&host_a), 2);
+    // Both are there for another worker: t2 did not take t1's place.
+    let (host_b, mut b) = worker(&proxy, config());
+    assert_eq!(send(&host_b, &mut b, 2, &t1), "allowed");
+    assert_eq!(send(&host_b, &mut b, 3, &t2), "allowed");
+    assert_eq!(lookups(&host_b, &mut b).2, 2);
+    // A third replaces the older, t1.
+    proxy.advance(1_000);
+    assert_eq!(send(&host_a, &mut a, 4, &t3), "allowed");
+    let (host_c, mut c) = worker(&proxy, config());
+    for (id, t) in [(2, &t2), (3, &t3), (4, &t1)] {
+        assert_eq!(send(&host_c, &mut c, id, t), "allowed");
+    }
+    assert_eq!(lookups(&host_c, &mut c), (0, 3, 2));
 }
