@@ -2,7 +2,8 @@
 //!
 //! Each worker keeps its own cache ([`crate::cache`]); without this one, a token is
 //! verified once per worker that sees it (as Envoy's native `jwt_authn` does). On a local
-//! miss, a worker reads one shared slot: if another worker verified exactly this token, the
+//! miss, a worker reads the token's slots (two at most): if another worker verified exactly
+//! this token, the
 //! entry says with which algorithm and which key, and the worker runs the whole signature
 //! step as usual ([`crate::verify::verify_signature`]: algorithm allow-list, `typ`, `kid`,
 //! the provider's current keys) with only the arithmetic replaced by that record
@@ -12,9 +13,10 @@
 //! once, and two filter instances sharing one VM id cannot vouch for each other's keys.
 //!
 //! Shared data has no delete, so the cache is a fixed number of slots (`shared_entries`),
-//! each holding the last token verified into it: memory is bounded by the slot count, and a
-//! slot's entry is replaced, never removed. Entries trust shared data exactly as far as the
-//! JWKS cached there is trusted (see the security model in ARCHITECTURE.md).
+//! each holding the last token written into it: memory is bounded by the slot count, and a
+//! slot's entry is replaced, never removed. A token may go into either of two slots, taking
+//! an empty one or the one written longer ago. Entries trust shared data exactly as far as
+//! the JWKS cached there is trusted (see the security model in README.md).
 
 use std::cell::{Cell, RefCell};
 use std::hash::Hasher;
