@@ -10,8 +10,9 @@
 //! stop matching (a removed key revokes its tokens at once).
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+
+use hashbrown::HashTable;
 use std::sync::{Arc, Weak};
 
 use crate::jwks::KeySet;
@@ -40,8 +41,9 @@ impl Entry {
 /// `hot`. This keeps the recently used entries, in O(1), without a linked list.
 #[derive(Debug, Default)]
 pub struct VerifiedCache {
-    hot: HashMap<Box<str>, Entry, TailHash>,
-    cold: HashMap<Box<str>, Entry, TailHash>,
+    hot: HashTable<Slot>,
+    cold: HashTable<Slot>,
+    hash: TailHash,
     /// Entries per generation; 0 disables the cache.
     generation: usize,
     /// Lookups that spared a signature check, and those that did not, since the last
@@ -52,17 +54,19 @@ pub struct VerifiedCache {
     shared_hits: u64,
 }
 
+#[derive(Debug)]
+struct Slot {
+    token: Box<str>,
+    hash: u64,
+    entry: Entry,
+}
+
 impl VerifiedCache {
     /// A cache of at most `max_entries` tokens.
     pub fn new(max_entries: usize) -> VerifiedCache {
-        let hash = TailHash::default();
         VerifiedCache {
-            hot: HashMap::with_hasher(hash.clone()),
-            cold: HashMap::with_hasher(hash),
             generation: max_entries / 2,
-            hits: 0,
-            misses: 0,
-            shared_hits: 0,
+            ..VerifiedCache::default()
         }
     }
 
@@ -100,16 +104,24 @@ impl VerifiedCache {
     /// The entry for `token`, if it is cached and has not expired by `now` (with up to
     /// `max_skew` seconds of grace, which the claim checks narrow).
     pub fn get(&mut self, token: &str, now: i64, max_skew: i64) -> Option<Entry> {
-        let entry = match self.hot.get(token) {
-            Some(e) => e.clone(),
+        if self.generation == 0 {
+            return None;
+        }
+        let hash = self.hash.of(token);
+        let is_token = |s: &Slot| s.hash == hash && same_token(&s.token, token);
+        let entry = match self.hot.find(hash, is_token) {
+            Some(s) => s.entry.clone(),
             None => {
-                let e = self.cold.remove(token)?;
-                self.put(token, e.clone());
-                e
+                let slot = self.cold.find_entry(hash, is_token).ok()?.remove().0;
+                let entry = slot.entry.clone();
+                self.put_slot(slot);
+                entry
             }
         };
         if now > entry.verified.expires_at.saturating_add(max_skew) {
-            self.hot.remove(token);
+            if let Ok(found) = self.hot.find_entry(hash, is_token) {
+                found.remove();
+            }
             return None;
         }
         Some(entry)
@@ -122,70 +134,66 @@ impl VerifiedCache {
         keys: &Arc<KeySet>,
         verified: Arc<Verified>,
     ) {
+        if self.generation == 0 || token.len() > MAX_CACHED_TOKEN_BYTES {
+            return;
+        }
         let entry = Entry {
             provider,
             verified,
             keys: Arc::downgrade(keys),
         };
-        self.put(token, entry);
-    }
-
-    fn put(&mut self, token: &str, entry: Entry) {
-        if self.generation == 0 || token.len() > MAX_CACHED_TOKEN_BYTES {
+        let hash = self.hash.of(token);
+        if let Some(slot) = self
+            .hot
+            .find_mut(hash, |s| s.hash == hash && same_token(&s.token, token))
+        {
+            slot.entry = entry;
             return;
         }
-        if self.hot.len() >= self.generation && !self.hot.contains_key(token) {
+        self.put_slot(Slot {
+            token: token.into(),
+            hash,
+            entry,
+        });
+    }
+
+    /// Adds a slot known not to be in `hot`.
+    fn put_slot(&mut self, slot: Slot) {
+        if self.hot.len() >= self.generation {
             self.cold = std::mem::take(&mut self.hot);
         }
-        self.hot.insert(token.into(), entry);
+        self.hot.insert_unique(slot.hash, slot, |s| s.hash);
     }
+}
+
+/// Whether two tokens are the same bytes, compared eight at a time. A hit compares the
+/// whole token, and wasm32's `memcmp` (what `==` calls) goes a byte at a time: this was
+/// the costliest step of a cached request in V8.
+fn same_token(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a, b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+    a.remainder() == b.remainder() && a.zip(b).fold(0, |d, (x, y)| d | (word(x) ^ word(y))) == 0
 }
 
 /// Bytes of a token's end that are hashed: more than any signature's entropy needs.
 const TAIL_BYTES: usize = 32;
 
-/// Hashes the last [`TAIL_BYTES`] of what is written (a token's signature), keyed as
-/// std's `RandomState`, so that colliding keys cannot be chosen from outside.
+/// Hashes a token's last [`TAIL_BYTES`] (its signature) and its length, keyed as std's
+/// `RandomState`, so that colliding keys cannot be chosen from outside.
 #[derive(Debug, Clone, Default)]
 struct TailHash(RandomState);
 
-impl BuildHasher for TailHash {
-    type Hasher = TailHasher;
-
-    fn build_hasher(&self) -> TailHasher {
-        TailHasher {
-            inner: self.0.build_hasher(),
-            tail: [0; TAIL_BYTES],
-            len: 0,
-        }
-    }
-}
-
-struct TailHasher {
-    inner: std::collections::hash_map::DefaultHasher,
-    tail: [u8; TAIL_BYTES],
-    len: usize,
-}
-
-impl Hasher for TailHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // `str` writes its bytes, then a 0xff terminator: keep the last bytes of all.
-        let take = bytes.len().min(TAIL_BYTES);
-        self.tail.copy_within(take.., 0);
-        let (Some(dst), Some(src)) = (
-            self.tail.get_mut(TAIL_BYTES - take..),
-            bytes.get(bytes.len() - take..),
-        ) else {
-            return;
-        };
-        dst.copy_from_slice(src);
-        self.len = self.len.wrapping_add(bytes.len());
-    }
-
-    fn finish(&self) -> u64 {
-        let mut h = self.inner.clone();
-        h.write(&self.tail);
-        h.write_usize(self.len);
+impl TailHash {
+    fn of(&self, token: &str) -> u64 {
+        let bytes = token.as_bytes();
+        let tail = bytes.get(bytes.len().saturating_sub(TAIL_BYTES)..);
+        let mut h = self.0.build_hasher();
+        h.write(tail.unwrap_or_default());
+        h.write_usize(bytes.len());
         h.finish()
     }
 }
@@ -218,10 +226,29 @@ mod tests {
         assert!(c.get(&a, NOW, 0).is_some());
         assert!(c.get(&b, NOW, 0).is_none(), "same hash, compared in full");
         let h = TailHash::default();
-        let hash = |t: &str| h.hash_one(t);
+        let hash = |t: &str| h.of(t);
         assert_eq!(hash(&a), hash(&b), "only the tail is hashed");
         assert_ne!(hash(&a), hash(&format!("a.{tail}x")));
         assert_ne!(hash("ab"), hash("b"), "short keys: the length counts too");
+    }
+
+    #[test]
+    fn tokens_are_the_same_only_when_every_byte_is() {
+        let base: String = (0..40).map(|i| char::from(b'a' + i % 26)).collect();
+        for len in 0..=base.len() {
+            let a = &base[..len];
+            assert!(same_token(a, a));
+            assert!(!same_token(a, &base[..len.saturating_sub(1)]) || len == 0);
+            // One byte changed, in a word or in the remainder.
+            for at in 0..len {
+                let mut b = a.as_bytes().to_vec();
+                b[at] ^= 1;
+                assert!(
+                    !same_token(a, std::str::from_utf8(&b).unwrap()),
+                    "{len} {at}"
+                );
+            }
+        }
     }
 
     #[test]
