@@ -15,6 +15,7 @@ use std::hash::{BuildHasher, Hasher};
 use hashbrown::HashTable;
 use std::sync::{Arc, Weak};
 
+use crate::extract::is_token68;
 use crate::jwks::KeySet;
 use crate::verify::Verified;
 
@@ -103,7 +104,7 @@ impl VerifiedCache {
 
     /// The entry for `token`, if it is cached and has not expired by `now` (with up to
     /// `max_skew` seconds of grace, which the claim checks narrow).
-    pub fn get(&mut self, token: &str, now: i64, max_skew: i64) -> Option<Entry> {
+    pub fn get(&mut self, token: &[u8], now: i64, max_skew: i64) -> Option<Entry> {
         if self.generation == 0 {
             return None;
         }
@@ -134,7 +135,10 @@ impl VerifiedCache {
         keys: &Arc<KeySet>,
         verified: Arc<Verified>,
     ) {
-        if self.generation == 0 || token.len() > MAX_CACHED_TOKEN_BYTES {
+        // Only token68 tokens (every verified JWT is one): a hit then vouches for the
+        // shape of the request's token too, and spares the check (see flow::find).
+        let held = token.len() <= MAX_CACHED_TOKEN_BYTES && is_token68(token.as_bytes());
+        if self.generation == 0 || !held {
             return;
         }
         let entry = Entry {
@@ -142,11 +146,10 @@ impl VerifiedCache {
             verified,
             keys: Arc::downgrade(keys),
         };
-        let hash = self.hash.of(token);
-        if let Some(slot) = self
-            .hot
-            .find_mut(hash, |s| s.hash == hash && same_token(&s.token, token))
-        {
+        let hash = self.hash.of(token.as_bytes());
+        if let Some(slot) = self.hot.find_mut(hash, |s| {
+            s.hash == hash && same_token(&s.token, token.as_bytes())
+        }) {
             slot.entry = entry;
             return;
         }
@@ -169,8 +172,8 @@ impl VerifiedCache {
 /// Whether two tokens are the same bytes, compared eight at a time. A hit compares the
 /// whole token, and wasm32's `memcmp` (what `==` calls) goes a byte at a time: this was
 /// the costliest step of a cached request in V8.
-fn same_token(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+fn same_token(a: &str, b: &[u8]) -> bool {
+    let a = a.as_bytes();
     if a.len() != b.len() {
         return false;
     }
@@ -188,8 +191,7 @@ const TAIL_BYTES: usize = 32;
 struct TailHash(RandomState);
 
 impl TailHash {
-    fn of(&self, token: &str) -> u64 {
-        let bytes = token.as_bytes();
+    fn of(&self, bytes: &[u8]) -> u64 {
         let tail = bytes.get(bytes.len().saturating_sub(TAIL_BYTES)..);
         let mut h = self.0.build_hasher();
         h.write(tail.unwrap_or_default());
@@ -223,10 +225,13 @@ mod tests {
         let tail = "s".repeat(64);
         let (a, b) = (format!("a.{tail}"), format!("b.{tail}"));
         c.insert(&a, 0, &keys, verified(NOW + 60));
-        assert!(c.get(&a, NOW, 0).is_some());
-        assert!(c.get(&b, NOW, 0).is_none(), "same hash, compared in full");
+        assert!(c.get(a.as_bytes(), NOW, 0).is_some());
+        assert!(
+            c.get(b.as_bytes(), NOW, 0).is_none(),
+            "same hash, compared in full"
+        );
         let h = TailHash::default();
-        let hash = |t: &str| h.of(t);
+        let hash = |t: &str| h.of(t.as_bytes());
         assert_eq!(hash(&a), hash(&b), "only the tail is hashed");
         assert_ne!(hash(&a), hash(&format!("a.{tail}x")));
         assert_ne!(hash("ab"), hash("b"), "short keys: the length counts too");
@@ -237,16 +242,13 @@ mod tests {
         let base: String = (0..40).map(|i| char::from(b'a' + i % 26)).collect();
         for len in 0..=base.len() {
             let a = &base[..len];
-            assert!(same_token(a, a));
-            assert!(!same_token(a, &base[..len.saturating_sub(1)]) || len == 0);
+            assert!(same_token(a, a.as_bytes()));
+            assert!(!same_token(a, &base.as_bytes()[..len.saturating_sub(1)]) || len == 0);
             // One byte changed, in a word or in the remainder.
             for at in 0..len {
                 let mut b = a.as_bytes().to_vec();
                 b[at] ^= 1;
-                assert!(
-                    !same_token(a, std::str::from_utf8(&b).unwrap()),
-                    "{len} {at}"
-                );
+                assert!(!same_token(a, &b), "{len} {at}");
             }
         }
     }
@@ -256,11 +258,11 @@ mod tests {
         let keys = Arc::new(keys());
         let mut c = VerifiedCache::new(10);
         c.insert("a.b.c", 1, &keys, verified(NOW + 60));
-        let hit = c.get("a.b.c", NOW, 60).unwrap();
+        let hit = c.get(b"a.b.c", NOW, 60).unwrap();
         assert_eq!(hit.provider, 1);
         assert!(hit.verified_by(&keys));
-        assert!(c.get("a.b.d", NOW, 60).is_none());
-        assert!(c.get("a.b.c ", NOW, 60).is_none());
+        assert!(c.get(b"a.b.d", NOW, 60).is_none());
+        assert!(c.get(b"a.b.c ", NOW, 60).is_none());
         let rotated = Arc::new(self::keys());
         assert!(
             !hit.verified_by(&rotated),
@@ -273,12 +275,27 @@ mod tests {
         let keys = Arc::new(keys());
         let mut c = VerifiedCache::new(10);
         c.insert("t", 0, &keys, verified(NOW));
-        assert!(c.get("t", NOW + 60, 60).is_some());
-        assert!(c.get("t", NOW + 61, 60).is_none());
+        assert!(c.get(b"t", NOW + 60, 60).is_some());
+        assert!(c.get(b"t", NOW + 61, 60).is_none());
         assert!(c.is_empty());
         let huge = "x".repeat(MAX_CACHED_TOKEN_BYTES + 1);
         c.insert(&huge, 0, &keys, verified(NOW));
         assert!(c.is_empty(), "oversized tokens are not held");
+    }
+
+    #[test]
+    fn only_token68_tokens_are_held() {
+        // A hit vouches for the request's token being a token68 (flow::find then skips
+        // that check), so nothing else may be held, whatever verified it.
+        let keys = Arc::new(keys());
+        let mut c = VerifiedCache::new(10);
+        for odd in ["a b.c", "a.b=.c", "a.b.c\u{e9}", "a,b.c"] {
+            c.insert(odd, 0, &keys, verified(NOW + 60));
+            assert!(c.get(odd.as_bytes(), NOW, 0).is_none(), "{odd:?}");
+        }
+        assert!(c.is_empty());
+        c.insert("a-b_c.d~e+f/g==", 0, &keys, verified(NOW + 60));
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
@@ -289,10 +306,10 @@ mod tests {
         for i in 1..1000 {
             c.insert(&format!("token-{i}"), 0, &keys, verified(NOW + 60));
             // Touch the first token each time: it survives every generation change.
-            assert!(c.get("token-0", NOW, 0).is_some(), "lost at {i}");
+            assert!(c.get(b"token-0", NOW, 0).is_some(), "lost at {i}");
             assert!(c.len() <= 10);
         }
-        assert!(c.get("token-1", NOW, 0).is_none());
+        assert!(c.get(b"token-1", NOW, 0).is_none());
         let mut off = VerifiedCache::new(0);
         off.insert("token-0", 0, &keys, verified(NOW + 60));
         assert!(off.is_empty());

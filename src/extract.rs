@@ -51,8 +51,23 @@ pub fn find_token<'s, 'h>(
     headers: &'h HeaderSnapshot,
     path: &str,
 ) -> Result<Option<Found<'h>>, ExtractError> {
+    find_candidate(sources, headers, path)?
+        .map(Candidate::into_found)
+        .transpose()
+}
+
+/// [`find_token`], but the one token found is a [`Candidate`] whose shape is checked
+/// by its user: the check reads every byte, and a user that knows these very bytes as
+/// well formed (the verified-token cache holds only such) may spare it. The outcome is
+/// [`find_token`]'s: where there is more than one token, a malformed one is still
+/// reported before the ambiguity, as if each had been checked where it was found.
+pub fn find_candidate<'s, 'h>(
+    sources: impl IntoIterator<Item = &'s TokenSource>,
+    headers: &'h HeaderSnapshot,
+    path: &str,
+) -> Result<Option<Candidate<'h>>, ExtractError> {
     // Runs on every request: the common case (one Authorization header) allocates nothing.
-    let mut found: Option<(Cow<'_, str>, &TokenSource)> = None;
+    let mut found: Option<Candidate<'h>> = None;
     let mut seen: SmallVec<[&TokenSource; 4]> = SmallVec::new();
     for source in sources {
         // Providers on one route often share a source (the Authorization header).
@@ -60,40 +75,90 @@ pub fn find_token<'s, 'h>(
             continue;
         }
         seen.push(source);
-        let tokens: SmallVec<[Cow<'_, str>; 2]> = match source {
+        let after_scheme =
+            matches!(source, TokenSource::Header { prefix, .. } if !prefix.is_empty());
+        let candidate = |raw: Cow<'h, [u8]>| Candidate {
+            raw,
+            after_scheme,
+            source: source.clone(),
+        };
+        let tokens: SmallVec<[Candidate<'h>; 2]> = match source {
             TokenSource::Header { name, prefix } => {
                 let mut tokens = SmallVec::new();
-                for value in headers.get_all_spellings_str(name) {
-                    let read = match value {
-                        Cow::Borrowed(v) => credential(v, prefix).map(Cow::Borrowed),
-                        Cow::Owned(v) => credential(&v, prefix).map(|t| Cow::Owned(t.into())),
-                    };
-                    match read {
-                        Credential::Token(t) => tokens.push(t),
+                for value in headers.values_spelled_as(name) {
+                    match credential(value, prefix) {
+                        Credential::Token(t) => tokens.push(candidate(Cow::Borrowed(t))),
                         Credential::Malformed => return Err(ExtractError::Malformed),
                         Credential::Other => {}
                     }
                 }
                 tokens
             }
-            TokenSource::Query(name) => query_params(path, name).map(Cow::Owned).collect(),
+            TokenSource::Query(name) => query_params(path, name)
+                .map(|t| candidate(Cow::Owned(t.into_bytes())))
+                .collect(),
             TokenSource::Cookie(name) => headers
                 .get_all("cookie")
                 .flat_map(|c| cookies(&c, name).collect::<Vec<_>>())
-                .map(Cow::Owned)
+                .map(|t| candidate(Cow::Owned(t.into_bytes())))
                 .collect(),
         };
-        for token in tokens {
-            if found.is_some() {
-                return Err(ExtractError::Ambiguous);
-            }
-            found = Some((token, source));
+        if usize::from(found.is_some()) + tokens.len() > 1 {
+            let malformed = found.iter().chain(&tokens).any(|t| !t.well_formed());
+            return Err(if malformed {
+                ExtractError::Malformed
+            } else {
+                ExtractError::Ambiguous
+            });
         }
+        found = found.or(tokens.into_iter().next());
     }
-    Ok(found.map(|(token, source)| Found {
-        token,
-        source: source.clone(),
-    }))
+    Ok(found)
+}
+
+/// A token found in a request, its shape not checked yet (see [`find_candidate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate<'h> {
+    /// Borrowed from the request's headers when it was there as sent.
+    raw: Cow<'h, [u8]>,
+    /// Found after a scheme (`Bearer`): it must be a token68 (RFC 7235 §2.1).
+    after_scheme: bool,
+    pub source: TokenSource,
+}
+
+impl<'h> Candidate<'h> {
+    /// The token's bytes, as sent.
+    pub fn bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// Whether the token has its source's shape: after a scheme, empty or a token68;
+    /// anything elsewhere.
+    pub fn well_formed(&self) -> bool {
+        !self.after_scheme || self.raw.is_empty() || is_token68(&self.raw)
+    }
+
+    /// The token as text, if it is well formed (non-UTF-8 bytes where any bytes are
+    /// allowed become U+FFFD).
+    pub fn text(&self) -> Option<Cow<'_, str>> {
+        self.well_formed()
+            .then(|| String::from_utf8_lossy(&self.raw))
+    }
+
+    /// The token checked, as [`find_token`] gives it.
+    pub fn into_found(self) -> Result<Found<'h>, ExtractError> {
+        if !self.well_formed() {
+            return Err(ExtractError::Malformed);
+        }
+        let token = match self.raw {
+            Cow::Borrowed(b) => String::from_utf8_lossy(b),
+            Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
+        };
+        Ok(Found {
+            token,
+            source: self.source,
+        })
+    }
 }
 
 /// What a token header's value holds.
@@ -106,56 +171,53 @@ enum Credential<T> {
 
 /// `Bearer abc` -> `abc`; `Bearer` or `Bearer   ` -> `` (an empty token, reported as
 /// malformed rather than missing, since the client meant to send one). The scheme is
-/// case-insensitive and followed by spaces, then one token68 (RFC 7235 §2.1); anything
-/// else that names the scheme is malformed.
-impl<T> Credential<T> {
-    fn map<U>(self, f: impl FnOnce(T) -> U) -> Credential<U> {
-        match self {
-            Credential::Token(t) => Credential::Token(f(t)),
-            Credential::Other => Credential::Other,
-            Credential::Malformed => Credential::Malformed,
-        }
-    }
-}
-
-fn credential<'a>(value: &'a str, prefix: &str) -> Credential<&'a str> {
-    let value = value.trim_matches([' ', '\t']);
+/// case-insensitive and followed by spaces, then one token68 (RFC 7235 §2.1: checked by
+/// [`Candidate::well_formed`]); anything else that names the scheme is malformed.
+fn credential<'a>(value: &'a [u8], prefix: &str) -> Credential<&'a [u8]> {
+    let value = trim_blanks(value);
     if prefix.is_empty() {
         return Credential::Token(value);
     }
-    let scheme = prefix.trim_end();
-    let separator = prefix.get(scheme.len()..).unwrap_or_default();
+    let scheme = prefix.trim_end().as_bytes();
+    let separator = prefix.as_bytes().get(scheme.len()..).unwrap_or_default();
     let Some(rest) = strip_prefix_ignore_case(value, scheme) else {
         // `Basic x, Bearer <t>` (two credentials joined into one header) names the scheme
         // too; an upstream may split it and read the token.
-        let names_scheme = value.split(',').any(|part| {
-            strip_prefix_ignore_case(part.trim_start_matches([' ', '\t']), scheme).is_some()
-        });
+        let names_scheme = value
+            .split(|&b| b == b',')
+            .any(|part| strip_prefix_ignore_case(trim_start(part, blank), scheme).is_some());
         return if names_scheme {
             Credential::Malformed
         } else {
             Credential::Other
         };
     };
-    if rest.is_empty() {
-        return Credential::Token("");
+    if rest.is_empty() || separator.is_empty() {
+        return Credential::Token(rest);
     }
-    let token = if separator.is_empty() {
-        rest
-    } else {
-        match rest.strip_prefix(separator) {
-            Some(t) => t.trim_start_matches(' '),
-            None => return Credential::Malformed,
-        }
-    };
-    if token.is_empty() || is_token68(token) {
-        Credential::Token(token)
-    } else {
-        Credential::Malformed
+    match rest.strip_prefix(separator) {
+        Some(t) => Credential::Token(trim_start(t, |b| b == b' ')),
+        None => Credential::Malformed,
     }
 }
 
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+fn blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t')
+}
+
+/// `value` without the spaces and tabs around it.
+fn trim_blanks(value: &[u8]) -> &[u8] {
+    let value = trim_start(value, blank);
+    let end = value.iter().rposition(|&b| !blank(b)).map_or(0, |i| i + 1);
+    value.get(..end).unwrap_or_default()
+}
+
+fn trim_start(value: &[u8], drop: impl Fn(u8) -> bool) -> &[u8] {
+    let start = value.iter().position(|&b| !drop(b)).unwrap_or(value.len());
+    value.get(start..).unwrap_or_default()
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| s.get(prefix.len()..))
@@ -165,8 +227,9 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// RFC 7235 token68: the characters a bearer token (and a JWT) is made of. Every
 /// request's token is checked, so eight bytes at a time ([`token68_word`]); the tail a
 /// byte at a time.
-fn is_token68(t: &str) -> bool {
-    let body = t.trim_end_matches('=').as_bytes();
+pub(crate) fn is_token68(t: &[u8]) -> bool {
+    let padding = t.iter().rev().take_while(|&&b| b == b'=').count();
+    let body = t.get(..t.len() - padding).unwrap_or_default();
     let words = body.chunks_exact(8);
     let tail = words.remainder();
     !body.is_empty()
@@ -307,7 +370,7 @@ mod tests {
             ("abcdefgh\u{e9}", false),
             ("ab cdefghijk", false),
         ] {
-            assert_eq!(is_token68(t), ok, "{t:?}");
+            assert_eq!(is_token68(t.as_bytes()), ok, "{t:?}");
         }
     }
 
@@ -384,6 +447,61 @@ mod tests {
         // Padding and the other token68 characters are fine.
         let h = headers(&[("authorization", "Bearer  ab-c_d~e+f/g==")]);
         assert_eq!(one(&bearer(), &h, "/").unwrap().token, "ab-c_d~e+f/g==");
+    }
+
+    #[test]
+    fn a_malformed_token_is_reported_before_a_second_token_wherever_it_is() {
+        // Shapes are checked late (find_candidate), but the answer is as if each token
+        // had been checked where it was found.
+        let both = vec![
+            bearer().remove(0),
+            TokenSource::Query("access_token".into()),
+        ];
+        let cases: [(&[(&str, &str)], &str); 4] = [
+            (
+                &[
+                    ("authorization", "Bearer a b"),
+                    ("authorization", "Bearer c"),
+                ],
+                "/",
+            ),
+            (
+                &[
+                    ("authorization", "Bearer c"),
+                    ("authorization", "Bearer a b"),
+                ],
+                "/",
+            ),
+            (&[("authorization", "Bearer a b")], "/?access_token=c"),
+            (&[("authorization", "Bearer a\u{e9}")], "/?access_token=c"),
+        ];
+        for (pairs, path) in cases {
+            let h = headers(pairs);
+            assert_eq!(
+                find_token(&both, &h, path),
+                Err(ExtractError::Malformed),
+                "{pairs:?} {path}"
+            );
+            assert_eq!(
+                find_candidate(&both, &h, path),
+                Err(ExtractError::Malformed),
+                "{pairs:?} {path}"
+            );
+        }
+        // One token: found, its shape left to the caller.
+        let h = headers(&[("authorization", "Bearer a b")]);
+        let lone = find_candidate(&both, &h, "/").unwrap().unwrap();
+        assert!(!lone.well_formed());
+        assert_eq!(lone.text(), None);
+        assert_eq!(lone.bytes(), b"a b");
+        assert_eq!(lone.into_found(), Err(ExtractError::Malformed));
+        // Good ones still make an ambiguity.
+        let h = headers(&[("authorization", "Bearer a.b")]);
+        assert_eq!(
+            find_candidate(&both, &h, "/?access_token=c d"),
+            Err(ExtractError::Ambiguous),
+            "any text is a query token's shape"
+        );
     }
 
     #[test]

@@ -4,10 +4,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::cache::Entry;
 use crate::cache::VerifiedCache;
 use crate::config::{Config, MAX_SKEW_S};
 use crate::deny::{Denial, DenyCode};
-use crate::extract::{find_token, ExtractError, Found, TokenSource};
+use crate::extract::{find_candidate, Candidate, ExtractError, TokenSource};
 use crate::headers::HeaderSnapshot;
 use crate::jwks::KeySet;
 use crate::policy::{source_allowed, Action, Requirement, Subject, Unmet};
@@ -263,7 +264,7 @@ fn authenticate(
     rt: &mut Runtime<'_>,
 ) -> Result<(Option<Identity>, Option<DenyCode>), Stop> {
     let candidates = &requirement.providers;
-    let Some(found) = find(cfg, candidates, req)? else {
+    let Some(found) = find(cfg, candidates, req, rt)? else {
         return if requirement.allow_missing {
             Ok((None, None))
         } else {
@@ -333,7 +334,7 @@ fn evaluate_deny_rule(
         .filter(|i| cond.providers.contains(&i.provider))
         .is_none()
     {
-        if let Some(found) = find(cfg, &cond.providers, req)? {
+        if let Some(found) = find(cfg, &cond.providers, req, rt)? {
             match verified_identity(cfg, &cond.providers, None, found, rt) {
                 Ok(i) => own = Some(i),
                 Err(Stop::Deny(d, _))
@@ -362,38 +363,60 @@ fn evaluate_deny_rule(
     }
 }
 
-/// The one token the request carries for `candidates`, if any.
+/// The one token the request carries for `candidates`, if any, with the cache's entry
+/// for it. Its shape is checked only when the cache does not hold it: the check reads
+/// every byte, and the cache holds only well-formed tokens, compared byte for byte.
 fn find<'r>(
     cfg: &Config,
     candidates: &[usize],
     req: &Request<'r>,
-) -> Result<Option<Found<'r>>, Stop> {
+    rt: &mut Runtime<'_>,
+) -> Result<Option<Lookup<'r>>, Stop> {
     let sources = candidates
         .iter()
         .filter_map(|&i| cfg.providers.get(i))
         .flat_map(|p| &p.token_sources);
-    find_token(sources, req.headers, req.path).map_err(|e| {
-        Stop::deny(match e {
-            ExtractError::Ambiguous => DenyCode::TokenAmbiguous,
-            ExtractError::Malformed => DenyCode::TokenMalformed,
-        })
-    })
+    let malformed = || Stop::deny(DenyCode::TokenMalformed);
+    let found = find_candidate(sources, req.headers, req.path).map_err(|e| match e {
+        ExtractError::Ambiguous => Stop::deny(DenyCode::TokenAmbiguous),
+        ExtractError::Malformed => malformed(),
+    })?;
+    let Some(token) = found else {
+        return Ok(None);
+    };
+    let cached = rt.cache.get(token.bytes(), rt.now, MAX_SKEW_S);
+    if cached.is_none() && !token.well_formed() {
+        return Err(malformed());
+    }
+    Ok(Some(Lookup { token, cached }))
 }
 
-/// `found`, verified by one of `candidates` (signature, then claims, with `audiences` in
-/// place of the provider's when given).
+/// A request's token and the verified-token cache's entry for it.
+struct Lookup<'r> {
+    token: Candidate<'r>,
+    cached: Option<Entry>,
+}
+
+/// The looked-up token, verified by one of `candidates` (signature, then claims, with
+/// `audiences` in place of the provider's when given).
 fn verified_identity(
     cfg: &Config,
     candidates: &[usize],
     audiences: Option<&[String]>,
-    found: Found,
+    lookup: Lookup<'_>,
     rt: &mut Runtime<'_>,
 ) -> Result<Identity, Stop> {
-    let hit = cached(rt, &found.token, candidates)?;
+    let hit = cached(rt, lookup.cached, candidates)?;
     rt.cache.note_lookup(hit.is_some());
     let (index, token) = match hit {
         Some(hit) => hit,
-        None => verify_fresh(cfg, candidates, &found.token, rt)?,
+        None => {
+            let text = lookup
+                .token
+                .text()
+                .ok_or_else(|| Stop::deny(DenyCode::TokenMalformed))?;
+            verify_fresh(cfg, candidates, &text, rt)?
+        }
     };
     let provider = cfg
         .providers
@@ -407,21 +430,21 @@ fn verified_identity(
         payload: provider
             .payload_header
             .as_ref()
-            .and_then(|_| found.token.split('.').nth(1))
-            .map(str::to_string),
+            .and_then(|_| lookup.token.bytes().split(|&b| b == b'.').nth(1))
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
         token,
-        source: found.source,
+        source: lookup.token.source,
     })
 }
 
-/// A cached signature for this exact token, still vouched for by its provider's current
-/// keys. Stale keys refuse even cached tokens.
+/// The cache's entry, if it is for one of `candidates` and still vouched for by its
+/// provider's current keys. Stale keys refuse even cached tokens.
 fn cached(
     rt: &mut Runtime<'_>,
-    token: &str,
+    entry: Option<Entry>,
     candidates: &[usize],
 ) -> Result<Option<(usize, Arc<Verified>)>, Stop> {
-    let Some(hit) = rt.cache.get(token, rt.now, MAX_SKEW_S) else {
+    let Some(hit) = entry else {
         return Ok(None);
     };
     if !candidates.contains(&hit.provider) {
@@ -1058,7 +1081,7 @@ mod tests {
         // A hit does not even parse the token: an entry planted under a garbage token is
         // taken as verified. (Entries match the whole token: only that token finds it.)
         let token = req.auth.as_deref().unwrap().trim_start_matches("Bearer ");
-        let entry = cache.get(token, NOW, 0).unwrap();
+        let entry = cache.get(token.as_bytes(), NOW, 0).unwrap();
         cache.insert("not-a-jwt", 0, &key_set, entry.verified);
         let garbage = Call {
             auth: Some("Bearer not-a-jwt".into()),
@@ -1286,6 +1309,14 @@ mod tests {
             "no token"
         );
         assert!(allowed_provider(&call("/x").token(&claims(NOW)).run(&cfg)).is_some());
+        // Its shape is checked outside the verification (only on a cache miss): an
+        // upstream may read a token there, so it is refused, not taken as none.
+        let token = mint(Alg::Es256, Some("ec1"), &claims(NOW));
+        let odd = Call {
+            auth: Some(format!("Bearer {token} x")),
+            ..call("/x")
+        };
+        assert_eq!(code(&odd.run(&cfg)), Some("AUTH_110"));
         let down = Call {
             keys: "down",
             ..call("/x")
