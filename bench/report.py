@@ -385,6 +385,9 @@ def cmd_table(args) -> int:
     doc = f"{header}\n{table}\n"
     if summary_md:
         doc += f"\n## jwt-guard against native, like for like\n\n{summary_md}\n"
+    instructions = instructions_section(args.out, bad)
+    if instructions:
+        doc += instructions
     doc += f"\n## Memory\n\n{memory}\n"
     if bad:
         doc += "\n## Problems\n\n" + "\n".join(f"- {b}" for b in bad) + "\n"
@@ -396,6 +399,60 @@ def cmd_table(args) -> int:
         print("bench: some runs were not clean:\n  " + "\n  ".join(bad), file=sys.stderr)
         return 1
     return 0
+
+
+def instructions_section(out: str, bad: list) -> str:
+    """The callgrind counts of bench/instructions.sh, if that part ran."""
+    path = os.path.join(out, "instructions.tsv")
+    if not os.path.exists(path):
+        return ""
+    per = {}
+    for line in open(path):
+        listener, alg, tset, requests, total = line.rstrip("\n").split("\t")
+        if int(requests) < 100:
+            bad.append(f"instructions: {listener} {alg} {tset}: only {requests} requests counted")
+        per[(listener, alg, tset)] = int(total) / int(requests)
+    if not per:
+        return ""
+    listeners = [n for n in ORDER if any(k[0] == n for k in per)]
+    scenarios = []
+    for k in per:
+        if (k[1], k[2]) not in scenarios:
+            scenarios.append((k[1], k[2]))
+    pairs = [("no cache: native / jwt-guard", "native", "jwt-guard-nocache"),
+             ("cache: native / jwt-guard", "native-cache", "jwt-guard")]
+    lines = ["| scenario | " + " | ".join(listeners) + " | "
+             + " | ".join(label for label, _, _ in pairs) + " |",
+             "|---|" + "---:|" * (len(listeners) + len(pairs))]
+    for alg, tset in scenarios:
+        cells = []
+        for n in listeners:
+            v = per.get((n, alg, tset))
+            cells.append("" if v is None else f"{v / 1000:.1f}k")
+        for _, theirs, ours in pairs:
+            a, b = per.get((theirs, alg, tset)), per.get((ours, alg, tset))
+            cells.append("" if not a or not b else f"{a / b:.2f}x")
+        lines.append(f"| {alg.upper()}, {SETS[tset]} | " + " | ".join(cells) + " |")
+    filter_only = []
+    for alg, tset in scenarios:
+        base = per.get(("none", alg, tset))
+        nat, ours = per.get(("native-cache", alg, tset)), per.get(("jwt-guard", alg, tset))
+        if base and nat and ours and ours > base:
+            filter_only.append(f"{alg.upper()} {SETS[tset]}: native {(nat - base) / 1000:.1f}k, "
+                               f"jwt-guard {(ours - base) / 1000:.1f}k")
+    text = ("\n## Instructions per request (callgrind)\n\n"
+            "The same Envoy config under valgrind's callgrind (bench/instructions.sh): every "
+            "instruction the Envoy process ran, all threads, over the requests it completed "
+            "(Envoy's `downstream_rq_completed`, every one a 2xx), after a warm-up; the lower "
+            "of two runs. A count repeats to a fraction of a percent whatever else the "
+            "machine does, so these ratios are the like-for-like comparison that noise cannot "
+            "move; they do not see memory stalls or how fast the CPU retires the instructions, "
+            "which the rps table does. The ratios are native's count over jwt-guard's: above "
+            "1.00x, jwt-guard does less work per request.\n\n" + "\n".join(lines) + "\n")
+    if filter_only:
+        text += ("\nThe filters alone (each count minus the no-filter one), caches on: "
+                 + "; ".join(filter_only) + ".\n")
+    return text
 
 
 def main() -> int:

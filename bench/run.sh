@@ -31,6 +31,9 @@
 #                            round): native verifies a token once per worker that sees it,
 #                            jwt-guard once (its shared cache); 0 or 1 to skip
 #   BENCH_FRESH_TOKENS=5000  distinct tokens per algorithm for that run (a few passes in a run)
+#   BENCH_INSTRUCTIONS=1     then instructions per request, Envoy under valgrind's callgrind
+#                            (bench/instructions.sh: BENCH_INSTR_SECONDS, _WARMUP_SECONDS,
+#                            _TOKENS); 0 to skip
 #   BENCH_PIN=1              on 2+ CPUs: Envoy on CPU 0, wrk on CPU 1 (taskset); 0 to let them float
 #   BENCH_OUT=bench/out
 set -euo pipefail
@@ -150,7 +153,7 @@ expect() { # LISTENER WHAT WANT_REGEX [TOKEN]
 
 # ---- tokens and configs --------------------------------------------------------------
 mkdir -p "$OUT"
-rm -rf "$OUT/wrk" "$OUT/tokens" "$OUT/runs.tsv" "$OUT/memory.jsonl" "$OUT/results.md"
+rm -rf "$OUT/wrk" "$OUT/tokens" "$OUT/runs.tsv" "$OUT/memory.jsonl" "$OUT/results.md" "$OUT/instructions.tsv"
 mkdir -p "$OUT/wrk"
 IFS=, read -r -a LIST <<<"$LISTENERS"
 # The several-workers run needs both cached listeners.
@@ -287,6 +290,12 @@ if (( WORKERS_RUN )); then
     done
     stop_envoy
   done
+fi
+
+# ---- instructions per request (callgrind): the comparison noise cannot move ------------
+if [[ ${BENCH_INSTRUCTIONS:-1} != 0 ]]; then
+  OUT=$OUT ENVOY_BIN=$ENVOY_BIN PYTHON=$PYTHON LISTENERS=$LISTENERS ALGS=$ALGS \
+    bash "$BENCH/instructions.sh"
 fi
 
 "$PYTHON" "$BENCH/report.py" table --out "$OUT" --wasm "$WASM" --seconds "$RUN_SECONDS" \
