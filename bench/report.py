@@ -407,11 +407,14 @@ def instructions_section(out: str, bad: list) -> str:
     if not os.path.exists(path):
         return ""
     per = {}
+    sim = {}
     for line in open(path):
-        listener, alg, tset, requests, total = line.rstrip("\n").split("\t")
+        listener, alg, tset, requests, total, *events = line.rstrip("\n").split("\t")
         if int(requests) < 100:
             bad.append(f"instructions: {listener} {alg} {tset}: only {requests} requests counted")
         per[(listener, alg, tset)] = int(total) / int(requests)
+        if len(events) == 5:
+            sim[(listener, alg, tset)] = [int(e) / int(requests) for e in events]
     if not per:
         return ""
     listeners = [n for n in ORDER if any(k[0] == n for k in per)]
@@ -452,6 +455,18 @@ def instructions_section(out: str, bad: list) -> str:
     if filter_only:
         text += ("\nThe filters alone (each count minus the no-filter one), caches on: "
                  + "; ".join(filter_only) + ".\n")
+    if sim:
+        rows = ["| scenario, listener | instructions | L1i misses | L1d misses (read + write) "
+                "| branch mispredictions (conditional + indirect) |", "|---|---:|---:|---:|---:|"]
+        for alg, tset in scenarios:
+            for n in ("none", "wasm-floor", "native-cache", "jwt-guard"):
+                e = sim.get((n, alg, tset))
+                if e:
+                    rows.append(f"| {alg.upper()} {SETS[tset]}, {n} | {per[(n, alg, tset)] / 1000:.1f}k "
+                                f"| {e[0]:.0f} | {e[1] + e[2]:.0f} | {e[3] + e[4]:.0f} |")
+        text += ("\nCallgrind's model of the caches and branch predictors (first-level caches "
+                 "as this machine's; a model, not a measurement of the CPU), per request, "
+                 "caches on:\n\n" + "\n".join(rows) + "\n")
     return text
 
 
