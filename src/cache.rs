@@ -11,9 +11,9 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Weak};
 
 use hashbrown::HashTable;
-use std::sync::{Arc, Weak};
 
 use crate::extract::is_token68;
 use crate::jwks::KeySet;
@@ -109,22 +109,25 @@ impl VerifiedCache {
             return None;
         }
         let hash = self.hash.of(token);
-        let is_token = |s: &Slot| s.hash == hash && same_token(&s.token, token);
-        let entry = match self.hot.find(hash, is_token) {
-            Some(s) => s.entry.clone(),
-            None => {
-                let slot = self.cold.find_entry(hash, is_token).ok()?.remove().0;
-                let entry = slot.entry.clone();
-                self.put_slot(slot);
-                entry
-            }
-        };
-        if now > entry.verified.expires_at.saturating_add(max_skew) {
-            if let Ok(found) = self.hot.find_entry(hash, is_token) {
+        let expired = |e: &Entry| now > e.verified.expires_at.saturating_add(max_skew);
+        if let Ok(found) = self.hot.find_entry(hash, holds(hash, token)) {
+            if expired(&found.get().entry) {
                 found.remove();
+                return None;
             }
+            return Some(found.get().entry.clone());
+        }
+        // A hit in `cold` moves back to `hot`; an expired one is just dropped.
+        let (slot, _) = self
+            .cold
+            .find_entry(hash, holds(hash, token))
+            .ok()?
+            .remove();
+        if expired(&slot.entry) {
             return None;
         }
+        let entry = slot.entry.clone();
+        self.put_slot(slot);
         Some(entry)
     }
 
@@ -147,9 +150,7 @@ impl VerifiedCache {
             keys: Arc::downgrade(keys),
         };
         let hash = self.hash.of(token.as_bytes());
-        if let Some(slot) = self.hot.find_mut(hash, |s| {
-            s.hash == hash && same_token(&s.token, token.as_bytes())
-        }) {
+        if let Some(slot) = self.hot.find_mut(hash, holds(hash, token.as_bytes())) {
             slot.entry = entry;
             return;
         }
@@ -167,6 +168,11 @@ impl VerifiedCache {
         }
         self.hot.insert_unique(slot.hash, slot, |s| s.hash);
     }
+}
+
+/// The test that a slot holds `token`, whose hash is `hash`.
+fn holds(hash: u64, token: &[u8]) -> impl Fn(&Slot) -> bool + '_ {
+    move |s| s.hash == hash && same_token(&s.token, token)
 }
 
 /// Whether two tokens are the same bytes, compared eight at a time. A hit compares the
@@ -281,6 +287,22 @@ mod tests {
         let huge = "x".repeat(MAX_CACHED_TOKEN_BYTES + 1);
         c.insert(&huge, 0, &keys, verified(NOW));
         assert!(c.is_empty(), "oversized tokens are not held");
+    }
+
+    #[test]
+    fn an_expired_token_found_in_the_older_generation_costs_no_other_entry() {
+        // Moving it back to `hot` first would turn the generations over and drop `y`.
+        let keys = Arc::new(keys());
+        let mut c = VerifiedCache::new(4);
+        c.insert("x", 0, &keys, verified(NOW));
+        c.insert("y", 0, &keys, verified(NOW + 600));
+        c.insert("z", 0, &keys, verified(NOW + 600));
+        c.insert("w", 0, &keys, verified(NOW + 600));
+        assert!(c.get(b"x", NOW + 61, 60).is_none());
+        assert_eq!(c.len(), 3);
+        for t in [&b"y"[..], b"z", b"w"] {
+            assert!(c.get(t, NOW + 61, 60).is_some());
+        }
     }
 
     #[test]

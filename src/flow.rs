@@ -4,8 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::cache::Entry;
-use crate::cache::VerifiedCache;
+use crate::cache::{Entry, VerifiedCache};
 use crate::config::{Config, MAX_SKEW_S};
 use crate::deny::{Denial, DenyCode};
 use crate::extract::{find_candidate, Candidate, ExtractError, TokenSource};

@@ -3,14 +3,14 @@
 //! Each worker keeps its own cache ([`crate::cache`]); without this one, a token is
 //! verified once per worker that sees it (as Envoy's native `jwt_authn` does). On a local
 //! miss, a worker reads the token's slots (two at most): if another worker verified exactly
-//! this token, the
-//! entry says with which algorithm and which key, and the worker runs the whole signature
-//! step as usual ([`crate::verify::verify_signature`]: algorithm allow-list, `typ`, `kid`,
-//! the provider's current keys) with only the arithmetic replaced by that record
-//! ([`Vouching`]). So an entry can never widen what a provider accepts: it is used only if
-//! the token names a key that is, byte for byte, in this provider's current key set, under
-//! an algorithm the provider allows; a key dropped from the JWKS revokes its entries at
-//! once, and two filter instances sharing one VM id cannot vouch for each other's keys.
+//! this token, the entry says with which algorithm and which key, and the worker runs the
+//! whole signature step as usual ([`crate::verify::verify_signature`]: algorithm
+//! allow-list, `typ`, `kid`, the provider's current keys) with only the arithmetic
+//! replaced by that record ([`Vouching`]). So an entry can never widen what a provider
+//! accepts: it is used only if the token names a key that is, byte for byte, in this
+//! provider's current key set, under an algorithm the provider allows; a key dropped from
+//! the JWKS revokes its entries at once, and two filter instances sharing one VM id cannot
+//! vouch for each other's keys.
 //!
 //! Shared data has no delete, so the cache is a fixed number of slots (`shared_entries`),
 //! each holding the last token written into it: memory is bounded by the slot count, and a
@@ -89,8 +89,8 @@ pub fn tail_hash(token: &str) -> u64 {
 const TAG: &[u8; 3] = b"jv2";
 
 /// An entry: tag, algorithm, when it was written (Unix seconds, to replace the older of
-/// two), the key's length and DER, then the token. (Time claims are checked on every request, cached
-/// or not, so the entry needs no expiry.)
+/// two), the key's length and DER, then the token. (Time claims are checked on every
+/// request, cached or not, so the entry needs no expiry.)
 pub fn encode(token: &str, vouch: &Vouch, written_at: i64) -> Option<Vec<u8>> {
     let alg = u8::try_from(Alg::ALL.iter().position(|a| *a == vouch.alg)?).ok()?;
     let key_len = u16::try_from(vouch.key_der.len()).ok()?;
