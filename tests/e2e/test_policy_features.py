@@ -125,6 +125,17 @@ def test_allow_failed_lets_a_failing_token_through_as_none_and_reports_it(envoy,
         ("allow_failed_token", "AUTH_111", 200, "migrating")
 
 
+def test_a_malformed_credential_is_refused_even_around_a_cached_token_and_under_allow_failed(envoy, key):
+    # The token68 check runs only when the cache does not hold the token: the cached
+    # token with more after it is not in the cache, and an upstream may read a token there.
+    good = token(key, scope="read")
+    assert envoy.get("/migrating", good).status == 200
+    assert envoy.get("/migrating", good).status == 200, "now a cache hit"
+    for value in [f"Bearer {good} x", f"Bearer {good},x"]:
+        r = envoy.request("/migrating", {"authorization": value})
+        assert (r.status, r.code) == (401, "AUTH_110"), (value[-4:], r)
+
+
 def test_max_lifetime_bounds_exp_minus_iat(envoy, key):
     now = int(time.time())
     r = envoy.get("/anything", token(key, iat=now, exp=now + 7200))
